@@ -1,0 +1,124 @@
+"""The results table: one typed row per finished unit, Parquet files read back with pandas.
+
+Each Tune trial writes its rows as one Parquet file under `<run>/results/`, atomically, so
+a killed worker leaves either the whole file or nothing. Rows are keyed by `unit_key`;
+a unit whose key is stored is done and is never run again by that run folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ltsweep.atomic import atomic_path
+
+SCHEMA = pa.schema(
+    [
+        ("sweep", pa.string()),
+        ("unit_key", pa.string()),
+        ("pretrain_key", pa.string()),  # null for single-stage units
+        ("stage", pa.string()),  # "two-stage" | "single-stage"
+        ("method", pa.string()),  # SSL method (two-stage) or baseline name (single-stage)
+        ("dataset", pa.string()),
+        ("gamma", pa.float64()),
+        ("noise", pa.float64()),
+        ("noise_type", pa.string()),
+        ("loss", pa.string()),  # ce | ce+sl | la | la+sl (or the baseline's own, e.g. elr)
+        ("head", pa.string()),  # full | last | linear (two-stage); "" for single-stage
+        ("seed", pa.int64()),
+        ("data_seed", pa.int64()),
+        ("epochs", pa.int64()),  # epochs of the stage that produced the row
+        ("pretrain_epochs", pa.int64()),  # epochs of the encoder it used (0 for single-stage)
+        ("acc", pa.float64()),  # top-1 on the balanced clean test set, in [0, 1]
+        ("acc_many", pa.float64()),  # classes with > 100 training samples (NaN if none)
+        ("acc_medium", pa.float64()),  # 20..100
+        ("acc_few", pa.float64()),  # < 20
+        ("class_acc", pa.list_(pa.float64())),
+        (
+            "actual_noise",
+            pa.float64(),
+        ),  # fraction of training labels that differ from the clean ones
+        ("n_train", pa.int64()),
+        ("knn_acc", pa.float64()),  # kNN monitor of the encoder (two-stage), NaN otherwise
+        ("clean_fraction", pa.float64()),  # DivideMix: share judged clean; NaN otherwise
+        ("clean_precision", pa.float64()),  # DivideMix: precision of that share; NaN otherwise
+        ("status", pa.string()),  # "ok" | "failed"
+        ("error", pa.string()),
+        ("seconds", pa.float64()),
+        ("started", pa.string()),  # ISO 8601, UTC
+        ("host", pa.string()),
+        ("version", pa.string()),
+    ]
+)
+COLUMNS = SCHEMA.names
+_DEFAULTS: dict[str, Any] = {
+    "pretrain_key": None,
+    "head": "",
+    "knn_acc": float("nan"),
+    "clean_fraction": float("nan"),
+    "clean_precision": float("nan"),
+    "error": "",
+    "status": "ok",
+    "pretrain_epochs": 0,
+    "class_acc": [],
+}
+
+
+def write_rows(
+    directory: str | os.PathLike[str], name: str, rows: Iterable[Mapping[str, Any]]
+) -> Path:
+    """Write `rows` as `<directory>/<name>.parquet` atomically; unknown keys are an error."""
+    rows = [dict(_DEFAULTS, **r) for r in rows]
+    for r in rows:
+        extra = set(r) - set(COLUMNS)
+        if extra:
+            raise KeyError(f"not result columns: {sorted(extra)}")
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    path = Path(directory) / f"{name}.parquet"
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
+def read_table(directory: str | os.PathLike[str]) -> pa.Table:
+    """All result rows stored under `directory` (empty table if none)."""
+    files = sorted(Path(directory).glob("*.parquet"))
+    if not files:
+        return SCHEMA.empty_table()
+    return pa.concat_tables([pq.read_table(f, schema=SCHEMA) for f in files])
+
+
+def stored_keys(directory: str | os.PathLike[str], status: str = "ok") -> set[str]:
+    files = sorted(Path(directory).glob("*.parquet"))
+    keys: set[str] = set()
+    for f in files:
+        t = pq.read_table(f, columns=["unit_key", "status"])
+        for k, s in zip(
+            t.column("unit_key").to_pylist(), t.column("status").to_pylist(), strict=True
+        ):
+            if s == status:
+                keys.add(k)
+    return keys
+
+
+def load_results(run_dir: str | os.PathLike[str], include_failed: bool = False):
+    """The results of a run folder as a pandas DataFrame, one row per unit.
+
+    Failed units are left out unless `include_failed`; a unit that failed and later
+    succeeded appears once, as its success.
+    """
+    import pandas as pd
+
+    table = read_table(Path(run_dir) / "results")
+    df = table.to_pandas()
+    if not include_failed:
+        df = df[df["status"] == "ok"]
+    else:
+        ok = set(df.loc[df["status"] == "ok", "unit_key"])
+        df = df[(df["status"] == "ok") | ~df["unit_key"].isin(ok)]
+    return pd.DataFrame(df).reset_index(drop=True)
