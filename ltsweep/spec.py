@@ -126,6 +126,10 @@ class Grid(Strict):
     data_seeds: list[int] = Field(
         default_factory=lambda: [0], min_length=1, description="subsampling and pre-train seeds"
     )
+    pretrain_epochs: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list,
+        description="fine-tune from these pre-train epochs too (default: the last one)",
+    )
 
 
 def _member(value: str, allowed: Any, what: str) -> str:

@@ -1,0 +1,48 @@
+"""Principal branch W0 of the Lambert W function in torch, valid on [-1/e, inf).
+
+SuperLoss needs W0 per sample, on the device, without a host round trip to scipy. Computed
+in float64 with Halley's iteration from an initial guess that is accurate near the branch
+point (series in p = sqrt(2(ez+1))) and for large z (log asymptotics), so a fixed small
+number of iterations converges everywhere on the domain.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+_INV_E = math.exp(-1.0)
+
+
+def lambertw(z: torch.Tensor, iterations: int = 6) -> torch.Tensor:
+    """W0(z) elementwise; z below -1/e (by more than the input dtype's rounding) gives NaN.
+
+    -1/e itself is not representable in float32, so a float32 input within a few ulps of the
+    branch point is taken as the branch point (W = -1) rather than as out of the domain.
+    """
+    dtype = z.dtype
+    x = z.to(torch.float64)
+    tol = 4 * torch.finfo(dtype).eps * _INV_E if dtype.is_floating_point else 0.0
+    below = x < -_INV_E - tol
+    x = torch.clamp(x, min=-_INV_E)
+
+    p = torch.sqrt(torch.clamp(2.0 * (math.e * x + 1.0), min=0.0))
+    near_branch = -1.0 + p - p * p / 3.0 + (11.0 / 72.0) * p**3
+    lx = torch.log1p(torch.clamp(x, min=0.0))  # log(1+x): a good start for moderate x
+    large = torch.log(torch.clamp(x, min=3.0))
+    asymptotic = large - torch.log(torch.clamp(large, min=1e-300))
+    w = torch.where(
+        x < -0.25, near_branch, torch.where(x < 3.0, lx * (1 - 0.3 * lx / (1 + lx)), asymptotic)
+    )
+
+    for _ in range(iterations):
+        ew = torch.exp(w)
+        f = w * ew - x
+        wp1 = w + 1.0
+        denom = ew * wp1 - (w + 2.0) * f / torch.where(wp1 == 0, torch.ones_like(wp1), 2.0 * wp1)
+        step = torch.where(denom == 0, torch.zeros_like(f), f / denom)
+        w = w - step
+    w = torch.where(x <= -_INV_E, torch.full_like(w, -1.0), w)
+    w = torch.where(below, torch.full_like(w, float("nan")), w)
+    return w.to(dtype)

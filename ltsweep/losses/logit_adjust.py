@@ -1,0 +1,25 @@
+"""Logit adjustment (Menon et al., ICLR 2021) for long-tailed labels.
+
+Training adds tau * log(prior) to the logits before the softmax, so the model learns the
+balanced posterior; prediction uses the raw logits. The prior is the label frequency of the
+training labels actually observed: with noisy labels, those noisy labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def label_prior(labels: np.ndarray | torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Frequencies of `labels` over `num_classes` (float32); an absent class gets a tiny mass."""
+    t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+    counts = torch.bincount(t.long().flatten(), minlength=num_classes).to(torch.float64)
+    counts = torch.clamp(counts, min=1e-3)  # log(0) would send a logit to -inf
+    return (counts / counts.sum()).to(torch.float32)
+
+
+def adjust_logits(
+    logits: torch.Tensor, prior: torch.Tensor, tau: float | torch.Tensor = 1.0
+) -> torch.Tensor:
+    return logits + tau * torch.log(prior)

@@ -1,0 +1,266 @@
+"""The one training loop every SSL method shares, with checkpoints that resume exactly.
+
+The learning rate is a pure function of the global step (linear warm-up, then cosine), so
+resuming needs only the step. A checkpoint holds the model, the optimiser, the method's
+extra state (BYOL's target), the torch CPU / CUDA RNG states, the data-order and the
+augmentation generators, the epoch and the monitor history; it is written atomically, so a
+killed run resumes from the last whole checkpoint and, on the CPU, ends bit-identical to a
+run that was never killed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ltsweep.atomic import atomic_path
+from ltsweep.augment import Normalize, two_views
+from ltsweep.data.base import ImageSet
+from ltsweep.device import autocast, to_device
+from ltsweep.knn import knn_accuracy
+from ltsweep.selfsup.base import SSLMethod
+from ltsweep.ssl_config import SSLSettings
+
+CHECKPOINT = "last.pt"
+
+
+def learning_rate(
+    step: int, total_steps: int, warmup_steps: int, base: float, schedule: str
+) -> float:
+    """Linear warm-up over `warmup_steps`, then cosine decay to 0 at `total_steps` (or constant)."""
+    if warmup_steps and step < warmup_steps:
+        return base * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return base
+    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def make_optimizer(params, settings: SSLSettings) -> torch.optim.Optimizer:
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=settings.lr(), momentum=settings.momentum, weight_decay=settings.weight_decay
+        )
+    return torch.optim.Adam(params, lr=settings.lr(), weight_decay=settings.weight_decay)
+
+
+@dataclass
+class Batches:
+    """Where pre-training reads from: the training subset, its clean labels (kNN only) and the test set."""
+
+    train: ImageSet
+    index: np.ndarray  # the long-tailed subset of `train`
+    test: ImageSet
+    num_classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+@dataclass
+class PretrainState:
+    epoch: int = 0
+    step: int = 0
+    loss_history: list[float] = field(default_factory=list)
+    knn_history: list[tuple[int, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@torch.no_grad()
+def encode(
+    encoder: torch.nn.Module,
+    images: ImageSet,
+    index: np.ndarray,
+    normalize: Normalize,
+    device: torch.device,
+    batch_size: int = 512,
+    amp: bool = False,
+) -> torch.Tensor:
+    """Frozen features of `images[index]`, in eval mode, on the CPU as float32."""
+    was_training = encoder.training
+    encoder.eval()
+    out = []
+    for s in range(0, len(index), batch_size):
+        x = normalize(to_device(images.images(index[s : s + batch_size]), device))
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            out.append(encoder(x).float().cpu())
+    encoder.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def monitor(
+    method: SSLMethod,
+    data: Batches,
+    normalize: Normalize,
+    device: torch.device,
+    settings: SSLSettings,
+    amp: bool,
+) -> float:
+    bank = encode(method.encoder, data.train, data.index, normalize, device, amp=amp).to(device)
+    test_index = np.arange(len(data.test))
+    query = encode(method.encoder, data.test, test_index, normalize, device, amp=amp).to(device)
+    bank_labels = torch.as_tensor(data.train.labels[data.index], device=device)
+    query_labels = torch.as_tensor(data.test.labels, device=device)
+    return knn_accuracy(
+        bank,
+        bank_labels,
+        query,
+        query_labels,
+        data.num_classes,
+        settings.knn_k,
+        settings.knn_temperature,
+    )
+
+
+def _save(
+    path: Path,
+    method: SSLMethod,
+    opt: torch.optim.Optimizer,
+    state: PretrainState,
+    order_gen: torch.Generator,
+    aug_gen: torch.Generator,
+) -> None:
+    blob = {
+        "model": method.state_dict(),
+        "optimizer": opt.state_dict(),
+        "extra": method.extra_state(),
+        "epoch": state.epoch,
+        "step": state.step,
+        "loss_history": state.loss_history,
+        "knn_history": [list(x) for x in state.knn_history],
+        "seconds": state.seconds,
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "order_gen": order_gen.get_state(),
+        "aug_gen": aug_gen.get_state(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def save_snapshot(folder: Path, method: SSLMethod, epoch: int) -> None:
+    """Keep the encoder and projection head of `epoch`: fine-tunes can start from any kept epoch."""
+    for part in ("encoder", "projector"):
+        with atomic_path(folder / f"{part}-epoch{epoch:05d}.pt") as tmp:
+            torch.save(getattr(method, part).state_dict(), tmp)
+
+
+def _load(
+    path: Path,
+    method: SSLMethod,
+    opt: torch.optim.Optimizer,
+    order_gen: torch.Generator,
+    aug_gen: torch.Generator,
+) -> PretrainState:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        method.load_state_dict(blob["model"])
+        opt.load_state_dict(blob["optimizer"])
+        if blob["extra"]:
+            method.load_extra_state(blob["extra"])  # type: ignore[attr-defined]
+    except Exception as err:  # noqa: BLE001 - any failure means the file cannot be trusted
+        raise RuntimeError(
+            f"{path}: corrupt pre-train checkpoint ({type(err).__name__}: {err}); delete it to restart this pre-train"
+        ) from None
+    torch.set_rng_state(blob["rng_cpu"])
+    if blob["rng_cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(blob["rng_cuda"])
+    order_gen.set_state(blob["order_gen"])
+    aug_gen.set_state(blob["aug_gen"])
+    return PretrainState(
+        epoch=int(blob["epoch"]),
+        step=int(blob["step"]),
+        loss_history=list(blob["loss_history"]),
+        knn_history=[(int(e), float(a)) for e, a in blob["knn_history"]],
+        seconds=float(blob["seconds"]),
+    )
+
+
+def pretrain(
+    method: SSLMethod,
+    data: Batches,
+    settings: SSLSettings,
+    device: torch.device,
+    checkpoint_dir: Path,
+    seed: int,
+    amp: bool = True,
+    keep_epochs: tuple[int, ...] = (),
+    on_epoch: Callable[[PretrainState], None] | None = None,
+) -> PretrainState:
+    """Train `method` for settings.epochs, resuming from `checkpoint_dir/last.pt` if present.
+
+    Snapshots of the encoder and projector are kept at every checkpoint and at `keep_epochs`.
+    """
+    method.to(device)
+    if device.type == "cuda":
+        method.to(memory_format=torch.channels_last)
+    opt = make_optimizer(method.parameters(), settings)
+    order_gen = torch.Generator().manual_seed(seed)
+    aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    normalize = Normalize(data.mean, data.std, device)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = checkpoint_dir / CHECKPOINT
+    state = _load(ckpt, method, opt, order_gen, aug_gen) if ckpt.exists() else PretrainState()
+
+    n = len(data.index)
+    batch = min(settings.batch_size, n)
+    steps_per_epoch = max(
+        1, n // batch
+    )  # drop_last: BatchNorm and the SSL losses want full batches
+    total = steps_per_epoch * settings.epochs
+    warmup = steps_per_epoch * settings.warmup_epochs
+    scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 autocast needs no loss scaling
+    method.train()
+    while state.epoch < settings.epochs:
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=order_gen).numpy()
+        epoch_loss = torch.zeros((), device=device)
+        for b in range(steps_per_epoch):
+            idx = data.index[perm[b * batch : (b + 1) * batch]]
+            x = to_device(data.train.images(idx), device)
+            v1, v2 = two_views(x, settings.augment, aug_gen)
+            v1, v2 = normalize(v1), normalize(v2)
+            if device.type == "cuda":
+                v1 = v1.contiguous(memory_format=torch.channels_last)
+                v2 = v2.contiguous(memory_format=torch.channels_last)
+            lr = learning_rate(state.step, total, warmup, settings.lr(), settings.schedule)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with autocast(device, amp):
+                loss = method.loss(v1, v2)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            state.step += 1
+            method.after_step(state.step / total)
+            epoch_loss += loss.detach().float()
+        state.epoch += 1
+        state.loss_history.append(float(epoch_loss) / steps_per_epoch)
+        if not math.isfinite(state.loss_history[-1]):
+            raise FloatingPointError(
+                f"pre-train loss is {state.loss_history[-1]} at epoch {state.epoch}"
+            )
+        if state.epoch % settings.knn_every == 0 or state.epoch == settings.epochs:
+            state.knn_history.append(
+                (state.epoch, monitor(method, data, normalize, device, settings, amp))
+            )
+            method.train()
+        state.seconds += time.perf_counter() - t0
+        is_checkpoint = (
+            state.epoch % settings.checkpoint_every == 0 or state.epoch == settings.epochs
+        )
+        if is_checkpoint or state.epoch in keep_epochs:
+            save_snapshot(checkpoint_dir, method, state.epoch)
+        if is_checkpoint:
+            _save(ckpt, method, opt, state, order_gen, aug_gen)
+        if on_epoch is not None:
+            on_epoch(state)
+    return state
