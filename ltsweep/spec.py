@@ -230,14 +230,15 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
     return parse_sweep(data, str(p))
 
 
-def check_data_root(sweep: Sweep) -> None:
+def check_data_root(sweep: Sweep, source: str | None = None) -> None:
     """Fail before scheduling anything if the data set needs a root that is not there."""
     if sweep.data.dataset == "digits":
         return
+    where = f"{source}: " if source else ""
     root = sweep.data.resolved_root()
     if root is None:
         raise SpecError(
-            f"data.root: {sweep.data.dataset} needs a data root (set data.root or LTSWEEP_DATA)"
+            f"{where}data.root: {sweep.data.dataset} needs a data root (set data.root or LTSWEEP_DATA)"
         )
     if not root.is_dir() and not sweep.data.download:
-        raise SpecError(f"data.root: {root} does not exist")
+        raise SpecError(f"{where}data.root: {root} does not exist")

@@ -1,0 +1,38 @@
+"""`ltsweep plan`: what a sweep would run, what is stored, in a few lines. Imports no torch/ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ltsweep.plan import group_finetunes, make_plan
+from ltsweep.spec import Sweep, check_data_root
+from ltsweep.state import assess
+
+
+def describe_plan(sweep: Sweep, run_dir: Path, cache_dir: Path) -> str:
+    check_data_root(sweep)
+    plan = make_plan(sweep)
+    try:
+        from ltsweep.baselines.unit import plan_baselines
+
+        plan.baselines = plan_baselines(sweep)
+    except ImportError:
+        pass
+    a = assess(plan, run_dir, cache_dir, verify=False)
+    ex = sweep.execution
+    groups = group_finetunes(a.finetunes_todo, ex.max_group_size, ex.group_finetunes)
+    c = a.counts()
+    lines = [
+        f"sweep {sweep.name!r}: {sweep.data.dataset}, SSL {', '.join(sweep.grid.ssl) or '-'}, "
+        f"gamma {sweep.grid.gamma}, noise {sweep.grid.noise}",
+        f"  pre-train jobs : {c['pretrain']['total']:>6}  ({c['pretrain']['done']} stored, {c['pretrain']['todo']} to run)",
+        f"  fine-tune trials: {c['finetune']['total']:>5}  ({c['finetune']['done']} stored, {c['finetune']['todo']} to run "
+        f"in {len(groups)} Tune trial{'s' if len(groups) != 1 else ''})",
+    ]
+    if c["baseline"]["total"]:
+        lines.append(
+            f"  baseline runs  : {c['baseline']['total']:>6}  ({c['baseline']['done']} stored, "
+            f"{c['baseline']['todo']} to run)"
+        )
+    lines.append(f"  run folder {run_dir}, cache {cache_dir}")
+    return "\n".join(lines)

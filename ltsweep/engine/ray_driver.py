@@ -1,0 +1,482 @@
+"""The sweep driver on Ray Tune: pre-trains first, their fine-tunes as soon as features exist.
+
+Tune has no trial dependencies. A custom `Searcher` holds the ready work: at the start, the
+pre-trains to run and the fine-tune groups whose features are already stored; when a
+pre-train trial completes, `on_trial_complete` releases that pre-train's fine-tune groups,
+so they run while other pre-trains are still training. `suggest` answers None while work is
+still locked behind a running pre-train, and FINISHED when nothing is left. Each Tune trial
+asks for the resources of its kind (`tune.with_resources` with a function of the config).
+
+Results are written by the workers themselves (atomically, into the run folder); Tune's own
+experiment state is kept under `<run>/tune/` for debugging only and never read back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault(
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"
+)  # no result.json / progress.csv writers
+os.environ.setdefault("TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S", "600")
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+from ray.tune import Callback, Stopper  # noqa: E402
+from ray.tune.search import Searcher  # noqa: E402
+
+from ltsweep.atomic import cleanup_temp, write_json, write_text
+from ltsweep.engine.progress import Progress
+from ltsweep.plan import FinetuneUnit, PretrainUnit, group_finetunes, make_plan
+from ltsweep.results import write_rows
+from ltsweep.spec import SpecError, Sweep, check_data_root
+from ltsweep.state import assess
+from ltsweep.store import CacheError
+
+log = logging.getLogger("ltsweep.driver")
+
+
+def group_name(units: list[FinetuneUnit]) -> str:
+    """A stable file name for a group: the same trials always write the same file."""
+    digest = hashlib.sha256("".join(sorted(u.key for u in units)).encode()).hexdigest()[:16]
+    return f"ft-{units[0].pretrain_key[:8]}-{digest}"
+
+
+def _work_items(assessment, sweep: Sweep) -> tuple[list[dict], dict[str, list[dict]]]:
+    """Tune configs: what is ready now, and what waits for a pre-train (by pre-train key)."""
+    ex = sweep.execution
+    pending = {p.key for p in assessment.pretrains_todo}
+    ready: list[dict] = [{"kind": "pretrain", "unit": asdict(p)} for p in assessment.pretrains_todo]
+    ready += [{"kind": "baseline", "unit": asdict(b)} for b in assessment.baselines_todo]
+    waiting: dict[str, list[dict]] = {}
+    for group in group_finetunes(
+        assessment.finetunes_todo, ex.max_group_size, together=ex.group_finetunes
+    ):
+        item = {"kind": "finetune", "name": group_name(group), "units": [asdict(u) for u in group]}
+        key = group[0].pretrain_key
+        if key in pending:
+            waiting.setdefault(key, []).append(item)
+        else:
+            ready.append(item)
+    return ready, waiting
+
+
+def units_of(config: dict) -> tuple[str, int]:
+    """(progress stage, number of units) of a Tune config."""
+    if config["kind"] == "finetune":
+        return "finetune", len(config["units"])
+    return config["kind"], 1
+
+
+def _trainable(config: dict, ctx_blob: dict) -> None:
+    """One Tune trial: run one unit of work in the worker, report once."""
+    from ray import tune
+
+    from ltsweep.device import use_threads
+    from ltsweep.work import RunContext, run_finetunes, run_pretrain
+
+    sweep = Sweep.model_validate(ctx_blob["sweep"])
+    ctx = RunContext(sweep, Path(ctx_blob["run_dir"]), Path(ctx_blob["cache_dir"]))
+    kind = config["kind"]
+    use_threads(ctx_blob["cpus"][kind])
+    t0 = time.perf_counter()
+    if kind == "pretrain":
+        run_pretrain(
+            ctx,
+            PretrainUnit(
+                **{**config["unit"], "feature_epochs": tuple(config["unit"]["feature_epochs"])}
+            ),
+        )
+    elif kind == "finetune":
+        run_finetunes(ctx, [FinetuneUnit(**u) for u in config["units"]], config["name"])
+    elif kind == "baseline":
+        from ltsweep.baselines.unit import BaselineUnit, run_baseline
+
+        run_baseline(ctx, BaselineUnit(**config["unit"]))
+    else:
+        raise ValueError(f"unknown unit kind {kind!r}")
+    tune.report({"seconds": time.perf_counter() - t0})
+
+
+class DependencySearcher(Searcher):
+    """Hands out ready work; a finished pre-train unlocks its fine-tunes.
+
+    Live driver-side objects (the stop event, the failure callback) are dropped when Tune
+    pickles the searcher into its experiment state, which ltsweep never reads back.
+    """
+
+    def __init__(
+        self,
+        ready: list[dict],
+        waiting: dict[str, list[dict]],
+        stop_event: threading.Event,
+        on_pretrain_failed: Callable[[dict, list[dict]], None],
+    ) -> None:
+        super().__init__()
+        self.ready, self.waiting, self.running = list(ready), dict(waiting), {}
+        self.stop_event, self.on_pretrain_failed = stop_event, on_pretrain_failed
+
+    def suggest(self, trial_id: str):
+        if self.stop_event.is_set():
+            return Searcher.FINISHED
+        if self.ready:
+            self.running[trial_id] = self.ready.pop(0)
+            return self.running[trial_id]
+        return None if self.waiting else Searcher.FINISHED
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        config = self.running.pop(trial_id, None)
+        if config is None or config["kind"] != "pretrain":
+            return
+        released = self.waiting.pop(config["unit"]["key"], [])
+        if error:
+            self.on_pretrain_failed(config, released)
+        else:
+            self.ready.extend(released)
+
+    def __getstate__(self) -> dict:
+        return {
+            "ready": self.ready,
+            "waiting": self.waiting,
+            "running": self.running,
+            "stop_event": None,
+            "on_pretrain_failed": None,
+        }
+
+    def save(self, checkpoint_path: str) -> None:
+        write_json(checkpoint_path, {"ready": self.ready, "waiting": self.waiting})
+
+    def restore(self, checkpoint_path: str) -> None:
+        state = json.loads(Path(checkpoint_path).read_text())
+        self.ready, self.waiting = state["ready"], state["waiting"]
+
+
+def _check_resources(sweep: Sweep, cluster: dict[str, float]) -> None:
+    for kind in ("pretrain", "finetune"):
+        r = getattr(sweep.resources, kind)
+        if r.gpu > 0 and cluster.get("GPU", 0) <= 0:
+            raise SpecError(
+                f"resources.{kind}.gpu: {r.gpu} GPU asked but the Ray cluster has none "
+                f"(set resources.{kind}.gpu: 0 to run on the CPU)"
+            )
+        if r.cpu > cluster.get("CPU", 0):
+            raise SpecError(
+                f"resources.{kind}.cpu: {r.cpu} CPUs asked but the Ray cluster has {cluster.get('CPU', 0):g}"
+            )
+
+
+def prepare_run(sweep: Sweep, run_dir: Path, cache_dir: Path):
+    """Validate, write the frozen sweep copy and run.json, and assess what is stored."""
+    import yaml
+
+    check_data_root(sweep)
+    plan = make_plan(sweep)
+    try:
+        from ltsweep.baselines.unit import plan_baselines
+    except ImportError:
+        plan_baselines = None
+    if plan_baselines is not None:
+        plan.baselines = plan_baselines(sweep)
+    for d in (run_dir / "results", run_dir / "logs", cache_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    cleanup_temp(run_dir)
+    cleanup_temp(cache_dir)
+    write_text(
+        run_dir / "sweep.yaml", yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
+    )
+    write_json(run_dir / "run.json", {"sweep": sweep.name, "cache_dir": str(cache_dir.resolve())})
+    return assess(plan, run_dir, cache_dir)
+
+
+def run_sweep(
+    sweep: Sweep,
+    run_dir: Path,
+    cache_dir: Path,
+    *,
+    address: str | None = None,
+    show_progress: bool = True,
+    stop_event: threading.Event | None = None,
+    stream=None,
+) -> dict[str, Any]:
+    """Run what of `sweep` is not stored yet; return a summary of counts.
+
+    Raises SpecError / CacheError (one line, naming the field or file) before scheduling anything.
+    """
+    run_dir, cache_dir = Path(run_dir), Path(cache_dir)
+    try:
+        assessment = prepare_run(sweep, run_dir, cache_dir)
+    except CacheError as err:
+        raise SpecError(str(err)) from None
+    ready, waiting = _work_items(assessment, sweep)
+    todo = {
+        "pretrain": len(assessment.pretrains_todo),
+        "finetune": len(assessment.finetunes_todo),
+        "baseline": len(assessment.baselines_todo),
+    }
+    summary: dict[str, Any] = {"todo": todo, "stored": len(assessment.done), "failed": {}}
+    if not ready:
+        summary["nothing_to_do"] = True
+        return summary
+
+    log_path = run_dir / "logs" / "driver.log"
+    _log_ray_to_file(log_path)
+    stream = stream or sys.stderr  # the progress view keeps the real terminal
+    if show_progress:
+        print(
+            f"ltsweep: sweep {sweep.name!r} -> {run_dir} (cache {cache_dir}); to run: "
+            f"{todo['pretrain']} pre-trains, {todo['finetune']} fine-tunes, {todo['baseline']} baselines "
+            f"({summary['stored']} results already stored); Ray logs in {log_path}",
+            file=stream,
+            flush=True,
+        )
+    started_ray = not ray.is_initialized()
+    with (
+        open(log_path, "a") as log_file,
+        contextlib.redirect_stdout(log_file),
+        contextlib.redirect_stderr(log_file),
+    ):
+        if started_ray:
+            kwargs: dict[str, Any] = (
+                {"address": address} if address else {"num_cpus": os.cpu_count()}
+            )
+            ray.init(
+                **kwargs,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                configure_logging=False,
+            )
+        try:
+            return _run_tuner(
+                sweep,
+                run_dir,
+                cache_dir,
+                ready,
+                waiting,
+                todo,
+                summary,
+                show_progress,
+                stop_event,
+                stream,
+            )
+        finally:
+            _heartbeat(run_dir, running=False)
+            if started_ray:
+                ray.shutdown()
+
+
+def _run_tuner(
+    sweep: Sweep,
+    run_dir: Path,
+    cache_dir: Path,
+    ready: list[dict],
+    waiting: dict[str, list[dict]],
+    todo: dict[str, int],
+    summary: dict[str, Any],
+    show_progress: bool,
+    stop_event: threading.Event | None,
+    stream,
+) -> dict[str, Any]:
+    """Build the Tuner over the ready and waiting work and run it to the end (or the stop event)."""
+    _check_resources(sweep, ray.cluster_resources())
+    stop_event = stop_event or threading.Event()
+    progress = Progress(todo, stream=stream) if show_progress else None
+    failed_units: list[str] = []
+
+    def on_pretrain_failed(config: dict, released: list[dict]) -> None:
+        """A failed pre-train fails its fine-tunes too: record them, so status shows it."""
+        message = f"pre-train {config['unit']['key']} failed (see {run_dir / 'logs'})"
+        for item in released:
+            rows = [_failed_row(sweep, u, message) for u in item["units"]]
+            write_rows(run_dir / "results", f"failed-{item['name']}", rows)
+            failed_units.extend(u["key"] for u in item["units"])
+            if progress:
+                progress.finished("finetune", len(item["units"]), ok=False, seconds=0.0)
+
+    searcher = DependencySearcher(ready, waiting, stop_event, on_pretrain_failed)
+    res = {kind: getattr(sweep.resources, kind) for kind in ("pretrain", "finetune")}
+    res["baseline"] = sweep.resources.pretrain
+
+    def resources(config: dict):
+        r = res[config["kind"]]
+        return tune.PlacementGroupFactory([{"CPU": r.cpu, "GPU": r.gpu}])
+
+    ctx_blob = {
+        "sweep": sweep.model_dump(mode="json"),
+        "run_dir": str(run_dir.resolve()),
+        "cache_dir": str(cache_dir.resolve()),
+        "cpus": {k: r.cpu for k, r in res.items()},
+    }
+    trainable = tune.with_resources(tune.with_parameters(_trainable, ctx_blob=ctx_blob), resources)
+    callbacks = [_ProgressCallback(progress, run_dir)]
+    n_items = len(ready) + sum(len(v) for v in waiting.values())
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            num_samples=n_items,
+            reuse_actors=True,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name="tune",
+            storage_path=str(run_dir.resolve()),
+            verbose=0,
+            callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=sweep.execution.max_failures),
+            stop=_StopOnEvent(stop_event),
+        ),
+    )
+    grid = tuner.fit()
+    errors = [r for r in grid if r.error is not None]
+    summary["failed"] = {"trials": len(errors), "pretrain_dependents": len(failed_units)}
+    summary["stopped"] = stop_event.is_set()
+    if progress:
+        progress.show(final=True)
+    return summary
+
+
+def _trial_name(trial) -> str:
+    c = trial.config
+    tag = c["unit"]["key"][:10] if c["kind"] != "finetune" else c["name"]
+    return f"{c['kind']}-{tag}"
+
+
+def _failed_row(sweep: Sweep, u: dict, message: str) -> dict:
+    import math
+
+    keep = (
+        "unit_key",
+        "pretrain_key",
+        "method",
+        "dataset",
+        "gamma",
+        "noise",
+        "noise_type",
+        "loss",
+        "head",
+        "seed",
+        "data_seed",
+        "epochs",
+        "pretrain_epochs",
+    )
+    row = {k: u["key"] if k == "unit_key" else u[k] for k in keep}
+    return {
+        **row,
+        "sweep": sweep.name,
+        "stage": "two-stage",
+        "acc": math.nan,
+        "acc_many": math.nan,
+        "acc_medium": math.nan,
+        "acc_few": math.nan,
+        "actual_noise": math.nan,
+        "n_train": 0,
+        "status": "failed",
+        "error": message,
+        "seconds": 0.0,
+        "started": "",
+        "host": socket.gethostname(),
+        "version": "",
+    }
+
+
+def _heartbeat(run_dir: Path, running: bool, counts: dict | None = None) -> None:
+    write_json(
+        run_dir / "driver.json",
+        {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "running": running,
+            "time": time.time(),
+            "units_running": counts or {},
+        },
+    )
+
+
+def _log_ray_to_file(path: Path) -> None:
+    """Ray's and Tune's console chatter goes to the run's driver.log, not the user's terminal."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in ("ray", "ray.tune", "ray.train", "ltsweep"):
+        lg = logging.getLogger(name)
+        lg.handlers = [
+            h
+            for h in lg.handlers
+            if not isinstance(h, logging.StreamHandler) or isinstance(h, logging.FileHandler)
+        ]
+        lg.addHandler(handler)
+        lg.propagate = False
+        lg.setLevel(logging.INFO)
+
+
+class _StopOnEvent(Stopper):
+    """Stops every trial once the event is set (SLURM preemption): stored results are safe."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def __getstate__(self) -> dict:
+        return {"event": None}  # a pickled copy (Tune's state file) never stops anything
+
+    def __setstate__(self, state: dict) -> None:
+        self.event = threading.Event()
+
+    def stop_all(self) -> bool:
+        return self.event.is_set()
+
+
+class _ProgressCallback(Callback):
+    """Feeds the progress view and the heartbeat that `ltsweep status` reads."""
+
+    def __init__(self, progress: Progress | None, run_dir: Path) -> None:
+        self.progress, self.run_dir = progress, run_dir
+        self.active: dict[str, tuple[str, int, float]] = {}  # trial id -> (stage, units, start)
+
+    def __getstate__(self) -> dict:
+        return {"progress": None, "run_dir": self.run_dir, "active": {}}
+
+    def _beat(self) -> None:
+        counts: dict[str, int] = {}
+        for stage, n, _ in self.active.values():
+            counts[stage] = counts.get(stage, 0) + n
+        _heartbeat(self.run_dir, running=True, counts=counts)
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        stage, n = units_of(trial.config)
+        self.active[trial.trial_id] = (stage, n, time.monotonic())
+        if self.progress:
+            self.progress.started(stage, n)
+        self._beat()
+
+    def _end(self, trial, ok: bool) -> None:
+        if trial.trial_id not in self.active:
+            return
+        stage, n, t0 = self.active.pop(trial.trial_id)
+        if self.progress:
+            self.progress.finished(stage, n, ok, time.monotonic() - t0)
+        self._beat()
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._end(trial, ok=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._end(trial, ok=False)

@@ -1,0 +1,34 @@
+"""The analysis layer: the paper's figures and tables from a run's results table.
+
+- `ltsweep.report.figures`: one function per figure (Figs. 3-8, Table 1), each returning a
+  matplotlib Figure (or a DataFrame) that carries its plotted numbers as `ltsweep_data`.
+- `ltsweep.report.paper`: the paper's published numbers and `compare_with_paper`.
+- `ltsweep.report.build`: `write_report(run_dir)`, the `ltsweep report` command's work.
+"""
+
+from __future__ import annotations
+
+from ltsweep.report.build import FIGURE_NAMES, write_report
+from ltsweep.report.figures import (
+    fig3_loss_gain,
+    fig4_two_vs_single_stage,
+    fig5_methods_vs_noise,
+    fig6_pretrain_epochs,
+    fig78_tsne,
+    table1_clothing1m,
+)
+from ltsweep.report.paper import PAPER_NUMBERS, compare_with_paper, paper_numbers
+
+__all__ = [
+    "FIGURE_NAMES",
+    "PAPER_NUMBERS",
+    "compare_with_paper",
+    "fig3_loss_gain",
+    "fig4_two_vs_single_stage",
+    "fig5_methods_vs_noise",
+    "fig6_pretrain_epochs",
+    "fig78_tsne",
+    "paper_numbers",
+    "table1_clothing1m",
+    "write_report",
+]
