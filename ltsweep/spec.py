@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
+from ltsweep.baseline_config import BaselineSettings
 from ltsweep.ssl_config import SSL_SETTINGS, SSLSettings, Strict
 
 DATASETS = ("digits", "cifar10", "cifar100", "clothing1m")
@@ -148,9 +149,7 @@ class Sweep(Strict):
     loss: LossSettings = LossSettings()
     resources: ResourceSettings = ResourceSettings()
     execution: ExecutionSettings = ExecutionSettings()
-    baselines: dict[str, Any] = Field(
-        default_factory=dict, description="single-stage baselines (see ltsweep.baselines)"
-    )
+    baselines: BaselineSettings = BaselineSettings()
 
     @model_validator(mode="after")
     def _check_ssl_overrides(self) -> Sweep:

@@ -146,7 +146,7 @@ class DependencySearcher(Searcher):
         if error:
             self.on_pretrain_failed(config, released)
         else:
-            self.ready.extend(released)
+            self.ready[0:0] = released  # fine-tunes are cheap: run them before queued long units
 
     def __getstate__(self) -> dict:
         return {

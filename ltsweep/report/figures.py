@@ -170,7 +170,8 @@ def _single_stage(df: pd.DataFrame) -> pd.DataFrame:
 def _new_figure(
     nrows: int, ncols: int, width: float = 4.4, height: float = 3.3
 ) -> tuple[Figure, np.ndarray]:
-    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    # at least 7 inches wide, so a one-panel figure still has room for its title
+    fig = Figure(figsize=(max(7.0, width * ncols), height * nrows), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes

@@ -1,0 +1,241 @@
+"""What every single-stage baseline shares: data, network, augmentation, schedule, checkpoints.
+
+A baseline trains the sweep's backbone plus a linear classifier from scratch on the noisy
+labels of one grid cell. Augmentation is the standard supervised CIFAR one (random crop
+after 4-pixel zero padding, horizontal flip), batched on the device with an explicit
+`torch.Generator`, like the SSL views. The learning rate is a pure function of the epoch,
+so a checkpoint needs only the epoch to resume the schedule. Checkpoints are plain tensor
+dicts written atomically and read with `torch.load(weights_only=True)`, as the pre-train
+loop's are; on the CPU a resumed run ends bit-identical to one never interrupted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ltsweep.atomic import atomic_path
+from ltsweep.augment import Normalize
+from ltsweep.data.base import ImageSet
+from ltsweep.device import autocast, to_device
+
+CHECKPOINT = "last.pt"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The training settings every baseline shares (BaselineSettings.budget())."""
+
+    epochs: int
+    batch_size: int
+    optimizer: str
+    momentum: float
+    lr: float
+    weight_decay: float
+    schedule: str
+    crop_padding: int
+    flip_p: float
+
+    @classmethod
+    def of(cls, settings: dict[str, Any]) -> Budget:
+        return cls(**{f.name: settings[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Backbone:
+    arch: str
+    width: int
+    stem: str
+
+
+@dataclass
+class TrainSet:
+    """The training subset of one grid cell; every per-sample buffer is indexed by position in it."""
+
+    pool: ImageSet  # the whole training pool
+    index: np.ndarray  # (n,) positions in `images` of the long-tailed subset
+    labels: np.ndarray  # (n,) noisy training labels
+    clean: np.ndarray  # (n,) clean labels (DivideMix reports the precision of its clean set)
+    num_classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+@dataclass
+class Outcome:
+    """What a trained baseline hands back to `run_baseline`."""
+
+    test_logits: torch.Tensor  # (M, C) float32 on the CPU
+    epochs: int
+    seconds: float
+    loss_history: list[float]
+    extra: dict[str, float]
+
+
+def crop_flip(x: torch.Tensor, padding: int, flip_p: float, gen: torch.Generator) -> torch.Tensor:
+    """Random crop of each image after zero padding by `padding` pixels, then a random h-flip.
+
+    `x` is a float batch (N, C, H, W) in [0, 1] on the generator's device; the padding is
+    black (torchvision's RandomCrop fill 0, applied before normalisation).
+    """
+    n, _, h, w = x.shape
+    dev = x.device
+    if padding > 0:
+        padded = F.pad(x, (padding, padding, padding, padding))
+        dy = torch.randint(0, 2 * padding + 1, (n,), generator=gen, device=dev)
+        dx = torch.randint(0, 2 * padding + 1, (n,), generator=gen, device=dev)
+        rows = (dy[:, None] + torch.arange(h, device=dev))[:, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, :]
+        batch = torch.arange(n, device=dev)[:, None, None]
+        x = padded[batch, :, rows, cols].permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> NCHW
+    flip = (torch.rand(n, generator=gen, device=dev) < flip_p).view(n, 1, 1, 1)
+    return torch.where(flip, x.flip(3), x)
+
+
+class Classifier(nn.Module):
+    """The sweep's encoder and a linear classifier on its pooled features."""
+
+    def __init__(self, backbone: Backbone, num_classes: int) -> None:
+        super().__init__()
+        from ltsweep.models.resnet import build_encoder
+
+        self.encoder = build_encoder(backbone.arch, backbone.width, backbone.stem)
+        self.fc = nn.Linear(self.encoder.feat_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.encoder(x))
+
+
+def build_networks(
+    backbone: Backbone, num_classes: int, seed: int, count: int, device: torch.device
+) -> list[Classifier]:
+    """`count` networks initialised one after the other from `seed`, leaving the global RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        nets = [Classifier(backbone, num_classes) for _ in range(count)]
+    for net in nets:
+        net.to(device)
+        if device.type == "cuda":
+            net.to(memory_format=torch.channels_last)
+    return nets
+
+
+def make_optimizer(net: nn.Module, budget: Budget) -> torch.optim.Optimizer:
+    if budget.optimizer != "sgd":
+        raise ValueError(f"unknown baseline optimizer {budget.optimizer!r}")
+    return torch.optim.SGD(
+        net.parameters(), lr=budget.lr, momentum=budget.momentum, weight_decay=budget.weight_decay
+    )
+
+
+def epoch_lr(budget: Budget, epoch: int) -> float:
+    """Cosine annealing to 0 over `epochs`, stepped per epoch (torch's CosineAnnealingLR)."""
+    if budget.schedule == "constant":
+        return budget.lr
+    return budget.lr * 0.5 * (1 + math.cos(math.pi * epoch / budget.epochs))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """One epoch's batches; a trailing batch of a single sample is dropped (BatchNorm needs two)."""
+    out = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    return [b for b in out if b[1] - b[0] > 1] or out
+
+
+class Views:
+    """Reads training images by subset position and turns them into normalised (augmented) inputs."""
+
+    def __init__(
+        self, train: TrainSet, budget: Budget, device: torch.device, aug_gen: torch.Generator
+    ) -> None:
+        self.train, self.budget, self.device, self.gen = train, budget, device, aug_gen
+        self.normalize = Normalize(train.mean, train.std, device)
+
+    def raw(self, positions: np.ndarray) -> torch.Tensor:
+        x = to_device(self.train.pool.images(self.train.index[positions]), self.device)
+        return x.float().div_(255)
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.normalize(crop_flip(x, self.budget.crop_padding, self.budget.flip_p, self.gen))
+        if self.device.type == "cuda":
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
+
+    def plain(self, positions: np.ndarray) -> torch.Tensor:
+        return self.normalize(self.raw(positions))
+
+
+@torch.no_grad()
+def logits_of(
+    net: nn.Module,
+    images: ImageSet,
+    index: np.ndarray,
+    normalize: Normalize,
+    device: torch.device,
+    amp: bool = False,
+    batch_size: int = 512,
+) -> torch.Tensor:
+    """Logits (len(index), C) of un-augmented images in eval mode, float32 on the device."""
+    was_training = net.training
+    net.eval()
+    out = []
+    for s in range(0, len(index), batch_size):
+        x = normalize(to_device(images.images(index[s : s + batch_size]), device))
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            out.append(net(x).float())
+    net.train(was_training)
+    return torch.cat(out)
+
+
+def rng_state() -> dict[str, Any]:
+    return {
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng(blob: dict[str, Any]) -> None:
+    torch.set_rng_state(blob["rng_cpu"])
+    if blob["rng_cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(blob["rng_cuda"])
+
+
+def save_checkpoint(path: Path, blob: dict[str, Any]) -> None:
+    """Write `blob` (plain tensors, numbers, lists, dicts) atomically."""
+    with atomic_path(path) as tmp:
+        torch.save(blob | rng_state(), tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint at `path`, or None if there is none; a corrupt file is an error naming it."""
+    if not path.exists():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure means the file cannot be trusted
+        raise RuntimeError(
+            f"{path}: corrupt baseline checkpoint ({type(err).__name__}: {err}); delete it to restart this baseline"
+        ) from None
+    restore_rng(blob)
+    return blob
+
+
+def check_finite(value: float, what: str, epoch: int) -> None:
+    if not math.isfinite(value):
+        raise FloatingPointError(f"{what} is {value} at epoch {epoch}")
