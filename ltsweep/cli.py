@@ -70,6 +70,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_sweep(
         sweep, run_dir, cache_dir, address=args.address, show_progress=not args.quiet
     )
+    if summary.get("interrupted"):
+        print(
+            f"\nltsweep: interrupted; everything stored in {run_dir} is kept; run the same command again "
+            "to finish what is left",
+            file=sys.stderr,
+        )
+        print(_results_text(run_dir))
+        return 130
     if summary.get("nothing_to_do"):
         print(
             f"ltsweep: nothing to do: all {summary['stored']} results of {sweep.name!r} are stored in {run_dir}",

@@ -122,3 +122,19 @@ def load_results(run_dir: str | os.PathLike[str], include_failed: bool = False):
         ok = set(df.loc[df["status"] == "ok", "unit_key"])
         df = df[(df["status"] == "ok") | ~df["unit_key"].isin(ok)]
     return pd.DataFrame(df).reset_index(drop=True)
+
+
+def prune_failed(directory: str | os.PathLike[str]) -> int:
+    """Delete failure records whose units have all succeeded since; return how many files.
+
+    A failed unit is retried by the next run; once it succeeds, its old `failed-*` file
+    would be a second row for the same unit, so it goes.
+    """
+    ok = stored_keys(directory, "ok")
+    removed = 0
+    for f in sorted(Path(directory).glob("failed-*.parquet")):
+        keys = pq.read_table(f, columns=["unit_key"]).column("unit_key").to_pylist()
+        if keys and set(keys) <= ok:
+            f.unlink()
+            removed += 1
+    return removed

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -31,6 +32,7 @@ os.environ.setdefault(
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"
 )  # no result.json / progress.csv writers
 os.environ.setdefault("TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S", "600")
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # ltsweep handles Ctrl-C itself (_ctrl_c)
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
@@ -40,7 +42,7 @@ from ray.tune.search import Searcher  # noqa: E402
 from ltsweep.atomic import cleanup_temp, write_json, write_text
 from ltsweep.engine.progress import Progress
 from ltsweep.plan import FinetuneUnit, PretrainUnit, group_finetunes, make_plan
-from ltsweep.results import write_rows
+from ltsweep.results import prune_failed, write_rows
 from ltsweep.spec import SpecError, Sweep, check_data_root
 from ltsweep.state import assess
 from ltsweep.store import CacheError
@@ -195,6 +197,7 @@ def prepare_run(sweep: Sweep, run_dir: Path, cache_dir: Path):
         d.mkdir(parents=True, exist_ok=True)
     cleanup_temp(run_dir)
     cleanup_temp(cache_dir)
+    prune_failed(run_dir / "results")
     write_text(
         run_dir / "sweep.yaml", yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
     )
@@ -274,6 +277,7 @@ def run_sweep(
                 stream,
             )
         finally:
+            prune_failed(run_dir / "results")
             _heartbeat(run_dir, running=False)
             if started_ray:
                 ray.shutdown()
@@ -342,13 +346,37 @@ def _run_tuner(
             stop=_StopOnEvent(stop_event),
         ),
     )
-    grid = tuner.fit()
+    with _ctrl_c(stop_event) as interrupted:
+        grid = tuner.fit()
+    summary["interrupted"] = interrupted.is_set()
     errors = [r for r in grid if r.error is not None]
     summary["failed"] = {"trials": len(errors), "pretrain_dependents": len(failed_units)}
     summary["stopped"] = stop_event.is_set()
     if progress:
         progress.show(final=True)
     return summary
+
+
+@contextlib.contextmanager
+def _ctrl_c(stop_event: threading.Event):
+    """First Ctrl-C: stop scheduling and stop the running trials (stored results are safe);
+    a second one: raise KeyboardInterrupt at once."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def handler(signum, frame):
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        stop_event.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _trial_name(trial) -> str:
