@@ -35,7 +35,8 @@ class Progress:
         self.start = time.monotonic()
         self.min_interval = min_interval
         self._last = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._printed = ""
         self._seconds: Counter[str] = Counter()  # unit-seconds of finished units, per stage
 
     def started(self, stage: str, n: int) -> None:
@@ -83,13 +84,35 @@ class Progress:
         )
 
     def show(self, final: bool = False) -> None:
-        now = time.monotonic()
-        if not final and not self.tty and now - self._last < self.min_interval:
-            return
-        self._last = now
-        text = self.line()
-        if self.tty:
-            self.stream.write("\r\033[K" + text + ("\n" if final else ""))
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
+        """Draw the line; off a terminal, only when counts changed (or a minute passed), and
+        never twice within `min_interval` seconds: the ticker prints what was held back."""
+        with self._lock:
+            now = time.monotonic()
+            text = self.line()
+            counts = text.split("] ", 1)[-1].split(" | ETA")[0]
+            if not self.tty and not final:
+                changed = counts != self._printed
+                if (not changed and now - self._last < 60) or now - self._last < self.min_interval:
+                    return
+            self._last, self._printed = now, counts
+            if self.tty:
+                self.stream.write("\r\033[K" + text + ("\n" if final else ""))
+            else:
+                self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def __enter__(self) -> Progress:
+        """Start the ticker: the elapsed time advances on a terminal, held-back lines get printed."""
+        self._stop = threading.Event()
+
+        def tick() -> None:
+            while not self._stop.wait(1.0 if self.tty else self.min_interval):
+                self.show()
+
+        self._ticker = threading.Thread(target=tick, name="ltsweep-progress", daemon=True)
+        self._ticker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._ticker.join(timeout=5)

@@ -346,7 +346,7 @@ def _run_tuner(
             stop=_StopOnEvent(stop_event),
         ),
     )
-    with _ctrl_c(stop_event) as interrupted:
+    with _ctrl_c(stop_event) as interrupted, progress or contextlib.nullcontext():
         grid = tuner.fit()
     summary["interrupted"] = interrupted.is_set()
     errors = [r for r in grid if r.error is not None]
