@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ltsweep.estimate import estimate
 from ltsweep.plan import group_finetunes, make_plan
 from ltsweep.spec import Sweep, check_data_root
 from ltsweep.state import assess
@@ -34,5 +35,6 @@ def describe_plan(sweep: Sweep, run_dir: Path, cache_dir: Path) -> str:
             f"  baseline runs  : {c['baseline']['total']:>6}  ({c['baseline']['done']} stored, "
             f"{c['baseline']['todo']} to run)"
         )
+    lines.append(estimate(sweep, a.pretrains_todo, a.finetunes_todo, a.baselines_todo).line())
     lines.append(f"  run folder {run_dir}, cache {cache_dir}")
     return "\n".join(lines)

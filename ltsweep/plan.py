@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from itertools import product
 from typing import Any
 
-from ltsweep.spec import Sweep
+from ltsweep.spec import SpecError, Sweep
 
 #: bump when stored outputs change meaning, so old cache entries are not reused
 FORMAT_VERSION = 1
@@ -73,6 +73,8 @@ class FinetuneUnit:
     sl_lambda: float
     sl_threshold: float
     feature_dtype: str
+    # noise_type cifar-n: {path, key, sha256} of the label file (its key and sha256 are in `key`)
+    label_file: dict[str, str] | None = field(default=None, compare=False, hash=False)
 
     @property
     def stage(self) -> str:
@@ -117,9 +119,32 @@ def resolve_head(kind: str, requested: str, noise: float, last_above: float | No
     return requested
 
 
+def label_file(sweep: Sweep) -> dict[str, str] | None:
+    """{path, key, sha256} of the real noisy labels a cifar-n sweep trains on; None otherwise.
+
+    Content keys take the key and the sha256, not the path (keys never hold paths); units
+    carry the absolute path so that a worker in another directory reads the same file.
+    """
+    labels = sweep.data.noisy_labels
+    if sweep.grid.noise_type == "symmetric" or labels is None:
+        return None
+    path = labels.resolved_path()
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as err:
+        raise SpecError(f"data.noisy_labels.path: cannot read {path}: {err.strerror}") from None
+    return {"path": str(path), "key": labels.key, "sha256": digest}
+
+
+def label_identity(labels: dict[str, str] | None) -> dict[str, str] | None:
+    """What of a label file goes into content keys: which array, and the file's content."""
+    return None if labels is None else {"key": labels["key"], "sha256": labels["sha256"]}
+
+
 def make_plan(sweep: Sweep) -> Plan:
     grid = sweep.grid
     data_id = sweep.data.identity()
+    labels = label_file(sweep)
     backbone = sweep.backbone.model_dump()
     pretrains: dict[str, PretrainUnit] = {}
     finetunes: dict[str, FinetuneUnit] = {}
@@ -182,8 +207,11 @@ def make_plan(sweep: Sweep) -> Plan:
                 sl_threshold=sl_threshold,
                 feature_dtype=sweep.execution.feature_dtype,
             )
-            key = content_key("finetune", fields)
-            finetunes.setdefault(key, FinetuneUnit(key=key, **fields))
+            if labels is not None:  # only then: keys of symmetric-noise sweeps stay as they were
+                key = content_key("finetune", {**fields, "noisy_labels": label_identity(labels)})
+            else:
+                key = content_key("finetune", fields)
+            finetunes.setdefault(key, FinetuneUnit(key=key, label_file=labels, **fields))
     return Plan(sweep, list(pretrains.values()), list(finetunes.values()))
 
 

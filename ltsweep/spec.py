@@ -8,11 +8,12 @@ plan` and `ltsweep status` must answer in a blink.
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 
 from ltsweep.baseline_config import BaselineSettings
 from ltsweep.ssl_config import SSL_SETTINGS, SSLSettings, Strict
@@ -28,11 +29,28 @@ class SpecError(ValueError):
     """A sweep or profile file is invalid; str() is one line naming the file and field."""
 
 
+#: the image size a data set is read at when data.image_size is null (Clothing1M: 224 crops)
+DEFAULT_IMAGE_SIZE = {"clothing1m": 224}
+
+
+class NoisyLabelFile(Strict):
+    """Real noisy labels (CIFAR-10N / CIFAR-100N) in the official training order."""
+
+    path: str = Field(description="an .npz of label arrays; relative to the current directory")
+    key: str = Field(description="the array to use, e.g. worse_label, aggre_label, noisy_label")
+
+    def resolved_path(self) -> Path:
+        return Path(self.path).expanduser().resolve()
+
+
 class DataSettings(Strict):
     dataset: Literal["digits", "cifar10", "cifar100", "clothing1m"] = "digits"
     root: str | None = Field(None, description="data root; default: $LTSWEEP_DATA")
-    image_size: int = Field(
-        32, ge=8, description="digits: upsampled to this size; clothing1m: crop size (224)"
+    image_size: int | None = Field(
+        None,
+        ge=8,
+        description="digits: upsampled to this size; clothing1m: crop size; "
+        "null: 224 for clothing1m, 32 otherwise",
     )
     test_per_class: int = Field(
         40, ge=1, description="digits only: balanced held-out test images per class"
@@ -40,6 +58,18 @@ class DataSettings(Strict):
     download: bool = Field(
         False, description="CIFAR only: fetch the archive if missing (never implicit)"
     )
+    noisy_labels: NoisyLabelFile | None = Field(
+        None, description="real noisy labels for grid.noise_type cifar-n: {path, key}"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_image_size(cls, data: Any) -> Any:
+        """Resolve a null image_size by data set, so every reader sees the size used."""
+        if isinstance(data, dict) and data.get("image_size") is None:
+            dataset = data.get("dataset", "digits")
+            data = {**data, "image_size": DEFAULT_IMAGE_SIZE.get(dataset, 32)}
+        return data
 
     def resolved_root(self) -> Path | None:
         root = self.root or os.environ.get("LTSWEEP_DATA")
@@ -89,6 +119,12 @@ class ExecutionSettings(Strict):
     )
     feature_dtype: Literal["float32", "float16"] = "float32"
     max_failures: int = Field(0, ge=0, description="Tune retries of a failed unit")
+    gpu_tflops: float = Field(
+        25.0,
+        gt=0,
+        description="assumed sustained TFLOP/s of one GPU for `ltsweep plan`'s estimate "
+        "(25: a conservative bf16 rate of an A100-class GPU on ResNet18)",
+    )
 
 
 def _noise_rate(x: float) -> float:
@@ -118,7 +154,9 @@ class Grid(Strict):
     ssl: list[SSLName] = Field(default_factory=lambda: ["simsiam"])
     gamma: list[Gamma] = Field(default_factory=lambda: [1.0], min_length=1)
     noise: list[NoiseRate] = Field(default_factory=lambda: [0.0], min_length=1)
-    noise_type: Literal["symmetric"] = "symmetric"
+    noise_type: Literal["symmetric", "cifar-n"] = Field(
+        "symmetric", description="cifar-n: the real labels of data.noisy_labels (grid.noise [0.0])"
+    )
     losses: list[LossName] = Field(default_factory=lambda: ["la+sl"], min_length=1)
     head: list[HeadName] = Field(default_factory=lambda: ["auto"], min_length=1)
     seeds: list[int] = Field(
@@ -159,17 +197,58 @@ class Sweep(Strict):
                     f"ssl.{method}: unknown SSL method (expected one of {', '.join(SSL_SETTINGS)})"
                 )
             try:
-                SSL_SETTINGS[method](**overrides)
+                method_settings(method, overrides)
             except ValidationError as err:
                 raise ValueError(_first_error(err, prefix=f"ssl.{method}")) from None
         return self
 
+    @model_validator(mode="after")
+    def _check_noise_type(self) -> Sweep:
+        labels, noise_type = self.data.noisy_labels, self.grid.noise_type
+        if noise_type == "symmetric":
+            if labels is not None:
+                raise ValueError(
+                    "data.noisy_labels: only read with grid.noise_type: cifar-n (it is symmetric)"
+                )
+            return self
+        if labels is None:
+            raise ValueError(
+                f"data.noisy_labels: grid.noise_type {noise_type} needs a label file {{path: ..., key: ...}}"
+            )
+        if self.data.dataset not in ("cifar10", "cifar100"):
+            raise ValueError(
+                f"grid.noise_type: {noise_type} labels exist for cifar10 and cifar100 only, "
+                f"not {self.data.dataset}"
+            )
+        if self.grid.noise != [0.0]:
+            raise ValueError(
+                f"grid.noise: must be [0.0] with noise_type {noise_type}, the file's labels are "
+                f"the noise (got {self.grid.noise})"
+            )
+        return self
+
     def ssl_settings(self, method: str) -> SSLSettings:
-        return SSL_SETTINGS[method](**self.ssl.get(method, {}))
+        return method_settings(method, self.ssl.get(method, {}))
 
     @property
     def num_classes(self) -> int:
         return NUM_CLASSES[self.data.dataset]
+
+
+def method_settings(method: str, overrides: dict[str, Any]) -> SSLSettings:
+    """A method's settings with `overrides` laid over ITS defaults, nested blocks included.
+
+    `ssl: {simclr: {finetune: {epochs: 5}}}` changes SimCLR's fine-tune epochs and keeps the
+    rest of SimCLR's own fine-tune protocol (linear head, lr 1e-3), not the generic defaults.
+    """
+    cls = SSL_SETTINGS[method]
+    merged = dict(overrides)
+    for name, value in overrides.items():
+        field = cls.model_fields.get(name)
+        default = field.default if field is not None else None
+        if isinstance(value, dict) and isinstance(default, BaseModel):
+            merged[name] = {**default.model_dump(), **value}
+    return cls(**merged)
 
 
 def _loc(parts: tuple[Any, ...]) -> str:
@@ -230,10 +309,12 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
 
 
 def check_data_root(sweep: Sweep, source: str | None = None) -> None:
-    """Fail before scheduling anything if the data set needs a root that is not there."""
+    """Fail before scheduling anything if the data set needs a root (or a file) that is not there."""
+    where = f"{source}: " if source else ""
+    if sweep.data.noisy_labels is not None:
+        check_label_file(sweep.data.noisy_labels, where)
     if sweep.data.dataset == "digits":
         return
-    where = f"{source}: " if source else ""
     root = sweep.data.resolved_root()
     if root is None:
         raise SpecError(
@@ -241,3 +322,22 @@ def check_data_root(sweep: Sweep, source: str | None = None) -> None:
         )
     if not root.is_dir() and not sweep.data.download:
         raise SpecError(f"{where}data.root: {root} does not exist")
+
+
+def check_label_file(labels: NoisyLabelFile, where: str = "") -> None:
+    """The label file exists and holds the array `key` (read from the .npz's listing only)."""
+    path = labels.resolved_path()
+    if not path.is_file():
+        raise SpecError(f"{where}data.noisy_labels.path: {path} does not exist")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = sorted(n[: -len(".npy")] for n in archive.namelist() if n.endswith(".npy"))
+    except (OSError, zipfile.BadZipFile) as err:
+        raise SpecError(
+            f"{where}data.noisy_labels.path: {path} is not an .npz archive ({err})"
+        ) from None
+    if labels.key not in names:
+        raise SpecError(
+            f"{where}data.noisy_labels.key: {path} has no array {labels.key!r} "
+            f"(available: {', '.join(names)})"
+        )

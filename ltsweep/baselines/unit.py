@@ -52,6 +52,8 @@ class BaselineUnit:
     seed: int
     epochs: int
     settings: dict[str, Any] = field(compare=False, hash=False)  # {"budget": ..., "params": ...}
+    # noise_type cifar-n: {path, key, sha256} of the label file (its key and sha256 are in `key`)
+    label_file: dict[str, str] | None = field(default=None, compare=False, hash=False)
 
     @property
     def stage(self) -> str:
@@ -110,13 +112,18 @@ def method_params(sweep: Sweep, bs: BaselineSettings, method: str, noise: float)
 
 def plan_baselines(sweep: Sweep) -> list[BaselineUnit]:
     """One unit per (baseline, gamma, noise, seed, data seed): the two-stage trials' cells."""
-    from ltsweep.plan import content_key  # here, not at the top: plan.py imports this module
+    from ltsweep.plan import (  # here, not at the top: plan.py imports this module
+        content_key,
+        label_file,
+        label_identity,
+    )
 
     bs = baseline_settings(sweep)
     grid = sweep.grid
     data_id = sweep.data.identity()
     backbone = sweep.backbone.model_dump()
     budget = bs.budget()
+    labels = label_file(sweep) if bs.methods else None
     units: dict[str, BaselineUnit] = {}
     for method, gamma, data_seed, noise, seed in product(
         bs.methods, grid.gamma, grid.data_seeds, grid.noise, grid.seeds
@@ -133,6 +140,8 @@ def plan_baselines(sweep: Sweep) -> list[BaselineUnit]:
             "seed": seed,
             "settings": settings,
         }
+        if labels is not None:  # only then: keys of symmetric-noise sweeps stay as they were
+            fields["noisy_labels"] = label_identity(labels)
         key = content_key("baseline", fields)
         units.setdefault(
             key,
@@ -147,6 +156,7 @@ def plan_baselines(sweep: Sweep) -> list[BaselineUnit]:
                 seed=seed,
                 epochs=bs.epochs,
                 settings=settings,
+                label_file=labels,
             ),
         )
     return list(units.values())
@@ -163,7 +173,9 @@ def cell_labels(sweep: Sweep, unit: BaselineUnit) -> tuple[np.ndarray, np.ndarra
     data = dataset_for(sweep)
     index = training_subset(data, unit.gamma, unit.data_seed)
     clean = data.train.labels[index]
-    noisy = noisy_labels(clean, data.num_classes, unit.noise, unit.noise_type, unit.seed)
+    noisy = noisy_labels(
+        clean, data.num_classes, unit.noise, unit.noise_type, unit.seed, index, unit.label_file
+    )
     return index, clean, noisy
 
 
