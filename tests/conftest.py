@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,3 +22,50 @@ def cifar10_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cifar10_real")
     subprocess.run([sys.executable, str(script), str(root)], check=True, capture_output=True)
     return root
+
+
+TINY_SWEEP = Path(__file__).parent / "data" / "tiny.yaml"
+
+
+def ltsweep_cmd(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the `ltsweep` command as a user would, capturing its output."""
+    return subprocess.run([sys.executable, "-m", "ltsweep.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_local_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One uninterrupted local run of tests/data/tiny.yaml: (run folder, the command's result).
+
+    The end-to-end and SLURM tests compare their tables to this one.
+    """
+    base = tmp_path_factory.mktemp("uninterrupted")
+    done = ltsweep_cmd("run", str(TINY_SWEEP), "--run-dir", str(base / "run"), cwd=base)
+    assert done.returncode == 0, done.stderr
+    return base / "run", done
+
+
+LOCAL_PROFILE = Path(__file__).resolve().parents[1] / "cluster" / "local.yaml"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """The partition of the running test cluster; skips when there is none."""
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        pytest.skip("SLURM is not installed (no sinfo/sbatch on PATH): bash cluster/start-slurm.sh")
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as err:
+        pytest.skip(f"the SLURM controller does not answer ({err}): bash cluster/start-slurm.sh")
+    if "UP" not in ping.stdout:
+        said = (ping.stdout.strip().splitlines() or [ping.stderr.strip()])[0]
+        pytest.skip(f"the SLURM controller does not answer ({said}): bash cluster/start-slurm.sh")
+    from ltsweep.cluster_profile import load_profile
+
+    partition = load_profile(LOCAL_PROFILE).partition
+    state = subprocess.run(
+        ["sinfo", "-h", "-p", partition, "-o", "%T"], capture_output=True, text=True, timeout=30
+    ).stdout.split()
+    if not set(state) & {"idle", "mixed", "allocated", "completing"}:
+        pytest.skip(f"partition {partition!r} has no usable node (sinfo: {state})")
+    return partition

@@ -6,38 +6,23 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import TINY_SWEEP, ltsweep_cmd
 
 import ltsweep
 from ltsweep.plan import make_plan
 from ltsweep.spec import load_sweep
 
-TINY = Path(__file__).parent / "data" / "tiny.yaml"
+TINY = TINY_SWEEP
 pytestmark = pytest.mark.slow
 
 
-def ltsweep_cmd(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ltsweep.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        **kw,
-    )
-
-
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """One uninterrupted run of the tiny sweep: (run folder, the command's result)."""
-    base = tmp_path_factory.mktemp("uninterrupted")
-    done = ltsweep_cmd("run", str(TINY), "--run-dir", str(base / "run"), cwd=base)
-    assert done.returncode == 0, done.stderr
-    return base / "run", done
+def finished_run(tiny_local_run):
+    return tiny_local_run
 
 
 def test_run_fills_the_table(finished_run):
