@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from ltsweep.spec import SpecError, _first_error
+from ltsweep.spec import SpecError, _first_error, read_yaml
 
 #: ports one job's Ray uses on a node: fixed ports, then the worker port range
 RAY_PORT_BLOCK = 256
@@ -170,14 +168,4 @@ def parse_profile(data: Any, source: str = "<profile>") -> ClusterProfile:
 
 def load_profile(path: str | os.PathLike[str]) -> ClusterProfile:
     """Read and validate a cluster profile; raise SpecError with a one-line message."""
-    p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"{p}: no such cluster profile")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise SpecError(f"{p}{where}: malformed YAML: {problem}") from None
-    return parse_profile(data, str(p))
+    return parse_profile(read_yaml(path, "cluster profile"), str(path))

@@ -293,19 +293,23 @@ def parse_sweep(data: Any, source: str = "<sweep>") -> Sweep:
         raise SpecError(f"{source}: {_first_error(err)}") from None
 
 
-def load_sweep(path: str | os.PathLike[str]) -> Sweep:
-    """Read and validate a sweep file; raise SpecError with a one-line message."""
+def read_yaml(path: str | os.PathLike[str], what: str) -> Any:
+    """The YAML content of `path`; a missing file or bad YAML is a SpecError naming file and line."""
     p = Path(path)
     if not p.is_file():
-        raise SpecError(f"{p}: no such sweep file")
+        raise SpecError(f"{p}: no such {what}")
     try:
-        data = yaml.safe_load(p.read_text())
+        return yaml.safe_load(p.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise SpecError(f"{p}{where}: malformed YAML: {problem}") from None
-    return parse_sweep(data, str(p))
+
+
+def load_sweep(path: str | os.PathLike[str]) -> Sweep:
+    """Read and validate a sweep file; raise SpecError with a one-line message."""
+    return parse_sweep(read_yaml(path, "sweep file"), str(path))
 
 
 def check_data_root(sweep: Sweep, source: str | None = None) -> None:
