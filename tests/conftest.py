@@ -29,12 +29,19 @@ TINY_SWEEP = Path(__file__).parent / "data" / "tiny.yaml"
 
 def ltsweep_cmd(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the `ltsweep` command as a user would, capturing its output."""
-    return subprocess.run([sys.executable, "-m", "ltsweep.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ltsweep.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="session")
-def tiny_local_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+def tiny_local_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess]:
     """One uninterrupted local run of tests/data/tiny.yaml: (run folder, the command's result).
 
     The end-to-end and SLURM tests compare their tables to this one.

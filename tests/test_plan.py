@@ -71,8 +71,13 @@ def test_grouping_stacks_trials_of_one_pretrain_and_head():
 
 
 def test_a_partial_finetune_override_keeps_the_methods_own_protocol():
-    sweep = parse_sweep({"name": "t", "grid": {"ssl": ["simclr", "byol"]},
-                         "ssl": {"simclr": {"finetune": {"epochs": 5}}, "byol": {"finetune": {"lr": 1e-3}}}})
+    sweep = parse_sweep(
+        {
+            "name": "t",
+            "grid": {"ssl": ["simclr", "byol"]},
+            "ssl": {"simclr": {"finetune": {"epochs": 5}}, "byol": {"finetune": {"lr": 1e-3}}},
+        }
+    )
     simclr, byol = sweep.ssl_settings("simclr").finetune, sweep.ssl_settings("byol").finetune
     assert (simclr.head, simclr.lr, simclr.weight_decay, simclr.epochs) == ("linear", 1e-3, 1e-6, 5)
     assert (byol.head, byol.lr, byol.last_layer_above) == ("mlp", 1e-3, 0.4)

@@ -40,8 +40,16 @@ def _wait_for_end(run_dir: Path, timeout_s: float = 600) -> str:
 
 def test_sweep_on_slurm_gives_the_rows_of_the_local_run(slurm_cluster, tiny_local_run, tmp_path):
     run_dir = tmp_path / "run"
-    out = ltsweep_cmd("run", str(TINY_SWEEP), "--run-dir", str(run_dir), "--cluster", str(PROFILE), "--wait",
-                      cwd=tmp_path)
+    out = ltsweep_cmd(
+        "run",
+        str(TINY_SWEEP),
+        "--run-dir",
+        str(run_dir),
+        "--cluster",
+        str(PROFILE),
+        "--wait",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr + out.stdout
     assert "submitted SLURM job" in out.stdout
     assert slurm.job_state(run_dir) == "COMPLETED"
@@ -59,17 +67,30 @@ def test_requeued_sweep_finishes_without_redoing_or_duplicating(slurm_cluster, t
     sweep_file = tmp_path / "tiny3.yaml"
     sweep_file.write_text(yaml.safe_dump(spec))
     run_dir = tmp_path / "run"
-    out = ltsweep_cmd("run", str(sweep_file), "--run-dir", str(run_dir), "--cluster", str(PROFILE), cwd=tmp_path)
+    out = ltsweep_cmd(
+        "run", str(sweep_file), "--run-dir", str(run_dir), "--cluster", str(PROFILE), cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr
     job_id = slurm.read_record(run_dir)["job_id"]
     try:
-        wait_until(lambda: list((tmp_path / ".cache" / "features").rglob("*.json")), 300, "a first pre-train")
-        subprocess.run(["scontrol", "requeue", str(job_id)], check=True, capture_output=True, timeout=30)
+        wait_until(
+            lambda: list((tmp_path / ".cache" / "features").rglob("*.json")),
+            300,
+            "a first pre-train",
+        )
+        subprocess.run(
+            ["scontrol", "requeue", str(job_id)], check=True, capture_output=True, timeout=30
+        )
         wait_until(lambda: job_fields(str(job_id)).get("JobState") == "PENDING", 120, "the requeue")
         # nothing runs now: what is stored at this point must survive untouched
-        stored = {p: p.stat().st_mtime_ns for p in [*(run_dir / "results").glob("*.parquet"),
-                                                   *(tmp_path / ".cache").rglob("meta.json"),
-                                                   *(tmp_path / ".cache" / "features").rglob("*.pt")]}
+        stored = {
+            p: p.stat().st_mtime_ns
+            for p in [
+                *(run_dir / "results").glob("*.parquet"),
+                *(tmp_path / ".cache").rglob("meta.json"),
+                *(tmp_path / ".cache" / "features").rglob("*.pt"),
+            ]
+        }
         assert any(p.suffix == ".pt" for p in stored)
         release_requeued(str(job_id))
         assert _wait_for_end(run_dir) == "COMPLETED"
@@ -78,7 +99,9 @@ def test_requeued_sweep_finishes_without_redoing_or_duplicating(slurm_cluster, t
         slurm.stop_job_ray(str(job_id))
     plan = make_plan(load_sweep(sweep_file))
     table = _table(run_dir)
-    assert set(table.index) == {u.key for u in plan.finetunes} and _rows_on_disk(run_dir) == len(plan.finetunes)
+    assert set(table.index) == {u.key for u in plan.finetunes} and _rows_on_disk(run_dir) == len(
+        plan.finetunes
+    )
     assert all(p.stat().st_mtime_ns == t for p, t in stored.items()), "a finished unit was redone"
     assert slurm.read_record(run_dir)["restart_count"] == 1
     assert not list(run_dir.rglob(".tmp-*"))
@@ -86,12 +109,30 @@ def test_requeued_sweep_finishes_without_redoing_or_duplicating(slurm_cluster, t
 
 def test_cancel_keeps_what_was_stored(slurm_cluster, tmp_path):
     run_dir = tmp_path / "run"
-    assert ltsweep_cmd("run", str(TINY_SWEEP), "--run-dir", str(run_dir), "--cluster", str(PROFILE),
-                       cwd=tmp_path).returncode == 0
+    assert (
+        ltsweep_cmd(
+            "run",
+            str(TINY_SWEEP),
+            "--run-dir",
+            str(run_dir),
+            "--cluster",
+            str(PROFILE),
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
     job_id = slurm.read_record(run_dir)["job_id"]
     try:
-        wait_until(lambda: list((tmp_path / ".cache" / "pretrain").rglob("last.pt")), 300, "a first checkpoint")
-        before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file() and ".cache" in p.parts}
+        wait_until(
+            lambda: list((tmp_path / ".cache" / "pretrain").rglob("last.pt")),
+            300,
+            "a first checkpoint",
+        )
+        before = {
+            p: p.stat().st_mtime_ns
+            for p in tmp_path.rglob("*")
+            if p.is_file() and ".cache" in p.parts
+        }
         out = ltsweep_cmd("cancel", str(run_dir), cwd=tmp_path)
         assert out.returncode == 0 and f"cancelled SLURM job {job_id}" in out.stdout
         wait_until(lambda: slurm.job_state(run_dir) == "CANCELLED", 120, "the cancellation")
@@ -101,6 +142,8 @@ def test_cancel_keeps_what_was_stored(slurm_cluster, tmp_path):
     for p in before:
         assert p.exists(), f"{p} was deleted by cancel"
     assert (run_dir / "sweep.yaml").is_file() and os.path.isdir(run_dir / "results")
-    resumed = ltsweep_cmd("run", str(TINY_SWEEP), "--run-dir", str(run_dir), cwd=tmp_path)  # finish locally
+    resumed = ltsweep_cmd(
+        "run", str(TINY_SWEEP), "--run-dir", str(run_dir), cwd=tmp_path
+    )  # finish locally
     assert resumed.returncode == 0, resumed.stderr
     assert len(ltsweep.load_results(run_dir)) == 16

@@ -1,7 +1,9 @@
-"""Each SSL method really pre-trains through the shared loop, and resumes bit-identically.
+"""Each SSL method learns through the shared loop, and resumes bit-identically.
 
 Real data (scikit-learn's digits at 16x16), the real narrow ResNet18 (width 8), small heads
-and one CPU thread, so every test stays within seconds.
+and one CPU thread. "Learns" means the kNN accuracy after a few epochs clearly beats the same
+network at its random initialisation, which is itself far above chance on digits; the
+learning tests take 8-17 s each (SimSiam and BYOL are marked slow).
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+from ltsweep.augment import Normalize
 from ltsweep.data.digits import load_digits_dataset
 from ltsweep.data.imbalance import long_tail_indices
 from ltsweep.models.resnet import build_encoder
 from ltsweep.selfsup.base import SSLMethod, build_method
-from ltsweep.selfsup.loop import Batches, PretrainState, pretrain
-from ltsweep.ssl_config import SSL_SETTINGS, SSLSettings
+from ltsweep.selfsup.loop import Batches, PretrainState, monitor, pretrain
+from ltsweep.ssl_config import SSL_SETTINGS, AugmentSettings, SSLSettings
 
 METHODS = ["simsiam", "simclr", "byol", "barlow"]
 CPU = torch.device("cpu")
@@ -55,20 +58,63 @@ def build(name: str, settings: SSLSettings, seed: int) -> SSLMethod:
     return build_method(name, build_encoder(width=8), settings)
 
 
-@pytest.mark.parametrize("name", METHODS)
+# Test-local settings under which a short pre-train on digits clearly beats the SAME network
+# at its random initialisation. That bar is high on digits: a random width-8 encoder already
+# reaches ~58-63 % kNN (k = 200), and with the library's CIFAR-style augmentation (crops down
+# to 20 % of the area, flips), batch 128, a warm-up epoch and narrow heads, BYOL (0.56) and
+# Barlow (0.55) end 4 epochs BELOW it. What it took: a weak crop (>= 70 % of the area) and no
+# flip (these are 8x8 glyphs upsampled; a flipped digit is another glyph), batch 64 with no
+# warm-up, and wide heads for the two methods without negatives (with narrow ones SimSiam and
+# BYOL sink below their random features for the first ~15 epochs).
+#
+# kNN on the 400 test digits, random init -> trained, with the seed used here (0), and the gain
+# over seeds 0-5 (measured before writing this test; CPU seconds of one test, one thread):
+#   simsiam 10 epochs  0.583 -> 0.815   +8 .. +23 points   ~16 s
+#   simclr   6 epochs  0.583 -> 0.890  +25 .. +31 points    ~9 s
+#   byol     8 epochs  0.583 -> 0.733   +7 .. +16 points   ~16 s
+#   barlow   6 epochs  0.583 -> 0.797  +10 .. +21 points    ~9 s
+LEARN_AUGMENT = AugmentSettings(crop_scale_min=0.7, flip_p=0.0)
+LEARN_EPOCHS = {"simsiam": 10, "simclr": 6, "byol": 8, "barlow": 6}
+LEARN_OVERRIDES: dict[str, dict[str, object]] = {
+    "simsiam": dict(base_lr=0.1, weight_decay=1e-3, proj_hidden=1024, pred_hidden=1024),
+    "simclr": {},
+    "byol": dict(base_lr=4e-3, ema_start=0.99, proj_hidden=1024, pred_hidden=1024),
+    "barlow": dict(base_lr=6e-3),
+}
+SLOW = {"simsiam", "byol"}  # 15-17 s each
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW else m for m in METHODS]
+)
 def test_pretrain_learns_on_digits(name: str, digits: Batches, tmp_path: Path) -> None:
-    settings = small_settings(name, epochs=4, knn_every=4)
-    state = pretrain(build(name, settings, 0), digits, settings, CPU, tmp_path, seed=0)
-    assert state.epoch == 4 and len(state.loss_history) == 4
+    epochs = LEARN_EPOCHS[name]
+    settings = small_settings(
+        name,
+        epochs=epochs,
+        knn_every=epochs,
+        batch_size=64,
+        warmup_epochs=0,
+        augment=LEARN_AUGMENT,
+        **LEARN_OVERRIDES[name],
+    )
+    method = build(name, settings, 0)
+    # The baseline: this very network (same seed, same weights) before any training step.
+    normalize = Normalize(digits.mean, digits.std, CPU)
+    before = monitor(method, digits, normalize, CPU, settings, amp=False)
+    state = pretrain(method, digits, settings, CPU, tmp_path, seed=0)
+    assert state.epoch == epochs and len(state.loss_history) == epochs
     assert all(np.isfinite(state.loss_history))
-    # The objective is being optimised (every method's loss falls over these 4 epochs) ...
-    assert state.loss_history[-1] < state.loss_history[0]
-    # ... and the features classify far above chance (10 %). Generous on purpose: on digits
-    # a randomly initialised encoder already reaches ~58 %, so this guards against collapse
-    # (a collapsed encoder drops to ~10 %), not against slow learning.
-    assert state.knn_history and state.knn_history[-1][0] == 4
-    assert state.knn_history[-1][1] > 0.3
-    assert (tmp_path / "last.pt").is_file() and (tmp_path / "encoder-epoch00004.pt").is_file()
+    assert state.loss_history[-1] < state.loss_history[0]  # the objective is being optimised
+    assert state.knn_history and state.knn_history[-1][0] == epochs
+    after = state.knn_history[-1][1]
+    # Learning, not merely "no collapse": the features beat their own random initialisation by
+    # a clear margin (the gain was >= 7 points on every seed tried) ...
+    assert after >= before + 0.05, f"{name}: kNN {before:.3f} at init -> {after:.3f} trained"
+    # ... and classify far above chance (10 %).
+    assert after > 0.5
+    assert (tmp_path / "last.pt").is_file()
+    assert (tmp_path / f"encoder-epoch{epochs:05d}.pt").is_file()
 
 
 class Killed(Exception):
