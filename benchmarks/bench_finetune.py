@@ -49,24 +49,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Before torch loads OpenMP: on a shared machine, OpenMP's default of spin-waiting between
-# parallel regions makes a 2-thread torch process stall on every small op whenever the other
-# core is busy (measured 2-7x slower than 1 thread at load ~6 on 2 cores). PASSIVE keeps
-# idle threads asleep. Set OMP_WAIT_POLICY yourself (e.g. ACTIVE) to measure another policy;
-# the value used is written into the results.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from ltsweep.data import long_tail_counts, symmetric_noise  # noqa: E402
-from ltsweep.finetune import (  # noqa: E402
+from ltsweep.data import long_tail_counts, symmetric_noise
+from ltsweep.finetune import (
     HeadSpec,
     Trial,
     _batches,
     train_reference,
     train_stacked,
 )
+from ltsweep.losses import label_prior, superloss
 
 LOSSES = ("ce", "ce+sl", "la", "la+sl")
 FRAGMENT = Path(__file__).resolve().parent / "RESULTS.md"
@@ -204,6 +199,40 @@ def train_flops(
     return 3 * (first + second) * samples + test, (2 * first + 3 * second) * samples + test
 
 
+def train_textbook(
+    train_x: torch.Tensor, test_x: torch.Tensor, c: int, head: HeadSpec, trial: Trial
+) -> torch.Tensor:
+    """One linear trial as fine-tuning scripts are usually written: the other baseline.
+
+    A shuffling DataLoader over a TensorDataset (per-sample indexing and collation),
+    nn.Linear, torch.optim.Adam, F.cross_entropy with LA / SuperLoss added as in
+    `train_reference`. Same maths as (b), with the per-batch cost of the data pipeline that
+    most scripts have; the issue's own figure of ~9.6 s per linear head is of this kind.
+    """
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    gen = torch.Generator().manual_seed(trial.seed)
+    model = nn.Linear(train_x.shape[1], c)
+    opt = torch.optim.Adam(model.parameters(), lr=trial.lr, weight_decay=trial.weight_decay)
+    log_prior = label_prior(trial.labels, c).log()
+    data = TensorDataset(train_x.float(), torch.as_tensor(trial.labels, dtype=torch.long))
+    loader = DataLoader(data, batch_size=head.batch_size, shuffle=True, generator=gen)
+    for _ in range(head.epochs):
+        for x, y in loader:
+            logits = model(x)
+            if trial.loss.startswith("la"):
+                logits = logits + trial.la_tau * log_prior
+            loss = F.cross_entropy(logits, y, reduction="none")
+            if trial.loss.endswith("+sl"):
+                loss = superloss(loss, trial.sl_threshold, trial.sl_lambda)
+            opt.zero_grad()
+            loss.mean().backward()
+            opt.step()
+    with torch.no_grad():
+        return model(test_x.float()).argmax(-1)
+
+
 # --------------------------------------------------------------------------- (a) Ray Tune
 
 
@@ -229,22 +258,25 @@ def _tune_trial(config: dict[str, Any], features_path: str) -> None:
         labels, spec["loss"], head["lr"], head["wd"], spec["seed"], 1.0, 4.0, math.log(c)
     )
     head_init = {k[5:]: v for k, v in blob.items() if k.startswith("head.")} or None
-    preds = _train(
-        blob["train"],
-        blob["test"],
-        c,
-        _HeadSpec(head["mode"], head["epochs"], head["batch_size"]),
-        [trial],
-        head_init if head["mode"] == "full" else None,
-    )
-    acc = float((preds[0] == blob["test_labels"]).float().mean())
+    spec_ = _HeadSpec(head["mode"], head["epochs"], head["batch_size"])
+    if config.get("impl") == "textbook":
+        # a global of this script: cloudpickle ships it to the worker by value
+        pred = train_textbook(blob["train"], blob["test"], c, spec_, trial)
+    else:
+        init = head_init if head["mode"] == "full" else None
+        pred = _train(blob["train"], blob["test"], c, spec_, [trial], init)[0]
+    acc = float((pred == blob["test_labels"]).float().mean())
     _tune.report({"acc": acc, "start": start, "end": _time.time()})
 
 
 def run_tune(
-    features_path: str, jobs: list[tuple[str, list[dict[str, Any]], dict[str, Any]]]
+    features_path: str, jobs: list[tuple[str, list[dict[str, Any]], dict[str, Any], str]]
 ) -> dict[str, dict[str, float]]:
-    """A real local Ray Tune run per job (name, trial specs, head): fit time and trial span."""
+    """A real local Ray Tune run per job (name, specs, head, impl): fit time and trial span.
+
+    impl "ltsweep" trains with ltsweep's one-trial path (`train_stacked([trial])`, what
+    `execution.group_finetunes: false` runs), "textbook" with `train_textbook`.
+    """
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     import logging
@@ -264,13 +296,13 @@ def run_tune(
     )
     try:
         with tempfile.TemporaryDirectory(prefix="bench-tune-") as storage:
-            for name, specs, head in jobs:
+            for name, specs, head, impl in jobs:
                 trainable = tune.with_resources(
                     tune.with_parameters(_tune_trial, features_path=features_path), {"cpu": 1}
                 )
                 tuner = tune.Tuner(
                     trainable,
-                    param_space={"spec": tune.grid_search(specs), "head": head},
+                    param_space={"spec": tune.grid_search(specs), "head": head, "impl": impl},
                     tune_config=tune.TuneConfig(reuse_actors=True),
                     run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0),
                 )
@@ -397,6 +429,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--wide-seq-trials", type=int, default=2, help="(b): wide trials timed")
     ap.add_argument("--tune-trials", type=int, default=12, help="(a): linear Tune trials; 0 = skip")
     ap.add_argument("--tune-wide-trials", type=int, default=2, help="(a): wide Tune trials")
+    ap.add_argument(
+        "--textbook-trials", type=int, default=3, help="(b0): linear textbook trials timed"
+    )
+    ap.add_argument(
+        "--tune-textbook-trials", type=int, default=4, help="(a0): textbook Tune trials; 0 = skip"
+    )
     ap.add_argument("--bare-seconds", type=float, default=3.0, help="per bare-bmm measurement")
     ap.add_argument("--candidate", help="file defining another train_stacked to time beside (c)")
     ap.add_argument("--profile", action="store_true", help="torch.profiler top ops of (c)")
@@ -439,6 +477,14 @@ def main(argv: list[str] | None = None) -> None:
     c16_s, pred16 = timed(lambda: train_stacked(half_x, p.test_x.half(), c, lin, p.trials))
     print(f"(c) fp16-stored: {c16_s:.1f} s, load {os.getloadavg()[0]:.2f}", flush=True)
     sequential(halves[1])
+    textbook_s: list[float] = []
+    for i in spread(T, args.textbook_trials) if args.textbook_trials > 0 else []:
+        textbook_s.append(
+            timed(lambda i=i: train_textbook(p.train_x, p.test_x, c, lin, p.trials[i]))[0]
+        )
+        print(f"  (b0) textbook trial {i}: {textbook_s[-1]:.2f} s", flush=True)
+    lin_chunks = len({t.seed for t in p.trials})
+    lin_bare = bare_bmm_rate(lin_chunks, args.batch_size, d, T // lin_chunks * c, args.bare_seconds)
     cand_s = math.nan
     if candidate is not None:
         cand_s, cand_pred = timed(lambda: candidate(p.train_x, p.test_x, c, lin, p.trials))
@@ -503,11 +549,14 @@ def main(argv: list[str] | None = None) -> None:
                 "lr": args.wide_lr,
                 "wd": 0.0,
             }
-            jobs = [("linear", [p.specs[i] for i in spread(T, args.tune_trials)], head_lin)]
+            lin_specs = [p.specs[i] for i in spread(T, args.tune_trials)]
+            jobs = [("linear", lin_specs, head_lin, "ltsweep")]
+            if args.tune_textbook_trials > 0:
+                tb_specs = [p.specs[i] for i in spread(T, args.tune_textbook_trials)]
+                jobs.append(("linear-textbook", tb_specs, head_lin, "textbook"))
             if args.tune_wide_trials > 0:
-                jobs.append(
-                    ("wide", [p.specs[i] for i in wsel[: args.tune_wide_trials]], head_wide)
-                )
+                wide_specs = [p.specs[i] for i in wsel[: args.tune_wide_trials]]
+                jobs.append(("wide", wide_specs, head_wide, "ltsweep"))
             tune_res = run_tune(path, jobs)
         for name, r in tune_res.items():
             print(f"(a) {name}: {r}", flush=True)
@@ -521,9 +570,24 @@ def main(argv: list[str] | None = None) -> None:
         tune_res["linear"]["fit_s"] / tune_res["linear"]["k"] if "linear" in tune_res else math.nan
     )
     k_lin = int(tune_res["linear"]["k"]) if "linear" in tune_res else 0
+    tb = tune_res.get("linear-textbook")
+    a_tb = extrapolate_tune(tb, T) if tb else math.nan
+    b_tb = float(np.mean(textbook_s)) if textbook_s else math.nan
     rows = [
         [
-            f"(a) one Ray Tune trial per fine-tune (1 CPU, 2 at a time, 1 thread); {k_lin} of {T} timed, extrapolated",
+            f"(a0) one Ray Tune trial per fine-tune, `train_textbook`; {int(tb['k']) if tb else 0} of {T} timed, extrapolated",
+            fmt(a_tb * T),
+            fmt(a_tb),
+            ratio(a_tb, c_lin),
+        ],
+        [
+            f"(b0) `train_textbook` one after another; {len(textbook_s)} of {T} timed, extrapolated",
+            fmt(b_tb * T),
+            fmt(b_tb),
+            ratio(b_tb, c_lin),
+        ],
+        [
+            f"(a) one Ray Tune trial per fine-tune, ltsweep's one-trial path (1 CPU, 2 at a time, 1 thread); {k_lin} of {T} timed, extrapolated",
             fmt(a_lin * T),
             fmt(a_lin),
             ratio(a_lin, c_lin),
@@ -578,6 +642,31 @@ def main(argv: list[str] | None = None) -> None:
         f"(b) and (c) predictions agree on {agree_b:.2%} of the test set. "
         f"Mean accuracy of (c): {acc32.mean():.3f} (noise 0: {acc32[: 4 * args.seeds].mean():.3f}, "
         f"noise {(args.noise_levels - 1) / args.noise_levels:.1f}: {acc32[-4 * args.seeds :].mean():.3f})."
+    )
+    samples = sum(e - s_ for s_, e in _batches(n, args.batch_size)) * args.linear_epochs
+    fwd = 2.0 * d * c
+    lin_nominal = 3 * fwd * samples + fwd * len(p.test_y)
+    lin_needed = 2 * fwd * samples + fwd * len(p.test_y)  # no feature gradient
+    lin_rate_table = table(
+        ["linear head arithmetic rate, (c) mean of the two runs", "GFLOP/s", "of bare bmm"],
+        [
+            [
+                f"bare `torch.bmm` ({lin_chunks}, {args.batch_size}, {d}) x "
+                f"({lin_chunks}, {d}, {T // lin_chunks * c}): one seed's trials side by side",
+                fmt(lin_bare / 1e9),
+                "100 %",
+            ],
+            [
+                "(c) nominal FLOPs (training forward x 3, + test forward)",
+                fmt(lin_nominal / c_lin / 1e9),
+                f"{lin_nominal / c_lin / lin_bare:.0%}",
+            ],
+            [
+                "(c) needed FLOPs (forward + weight gradient, + test forward)",
+                fmt(lin_needed / c_lin / 1e9),
+                f"{lin_needed / c_lin / lin_bare:.0%}",
+            ],
+        ],
     )
 
     wb_ref, wb_one = float(np.mean(wref)), float(np.mean(wone))
@@ -672,6 +761,7 @@ def main(argv: list[str] | None = None) -> None:
             f"## Fine-tuning: stacked vs one trial at a time (issue 7)\n\n{environment(load_start)}",
             lin_table,
             lin_notes,
+            lin_rate_table,
             wide_table,
             rate_table,
             rate_notes,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ltsweep.estimate import estimate
-from ltsweep.plan import group_finetunes, make_plan
+from ltsweep.plan import finetune_groups, make_plan
 from ltsweep.spec import Sweep, check_data_root
 from ltsweep.state import assess
 
@@ -20,8 +20,7 @@ def describe_plan(sweep: Sweep, run_dir: Path, cache_dir: Path) -> str:
     except ImportError:
         pass
     a = assess(plan, run_dir, cache_dir, verify=False)
-    ex = sweep.execution
-    groups = group_finetunes(a.finetunes_todo, ex.max_group_size, ex.group_finetunes)
+    groups = finetune_groups(sweep, a.finetunes_todo)
     c = a.counts()
     lines = [
         f"sweep {sweep.name!r}: {sweep.data.dataset}, SSL {', '.join(sweep.grid.ssl) or '-'}, "

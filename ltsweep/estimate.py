@@ -167,6 +167,28 @@ def finetune_flops(sweep: Sweep, unit: Any) -> float:
     return frozen * (n + costs.n_test) + unit.epochs * n * 3 * trained + costs.n_test * trained
 
 
+def finetune_bytes(sweep: Sweep, unit: Any) -> int:
+    """Bytes one fine-tune trial adds to a stacked group (`ltsweep.finetune.train_stacked`).
+
+    float32 trained weights x 4 (weight, gradient, Adam's two moments), one batch's
+    activations (a full head's hidden layer: its pre-BN, post-BN and post-ReLU values and their
+    gradients, ~6 copies; logits and their gradient, ~4), and two int64 label rows of the
+    training set. What the trials share (the features) and the test-time chunks (bounded per
+    group) are not per trial. Checked against the measured peak in tests/test_finetune.py.
+    """
+    costs = Costs.of(sweep)
+    n = subset_size(pool_per_class(sweep.data), costs.num_classes, unit.gamma)
+    d, c, b = costs.feat_dim, costs.num_classes, unit.batch_size
+    hidden = 0 if unit.head_kind == "linear" else sweep.ssl_settings(unit.method).proj_hidden
+    if unit.head == "full":
+        params = hidden * d + 5 * hidden + c * hidden + c  # w1, b1, BN (2 + 2 stats), FC
+        acts = b * (6 * hidden + 4 * c)
+    else:  # linear on the features, or on the frozen block's hidden layer
+        fan_in = hidden or d
+        params, acts = c * fan_in + c, 4 * b * c
+    return 4 * (4 * params + acts) + 2 * 8 * n
+
+
 def baseline_flops(sweep: Sweep, unit: Any) -> float:
     costs = Costs.of(sweep)
     c = costs.num_classes

@@ -2,11 +2,16 @@
 
 The fine-tune trials of one pre-train differ only in their noisy labels, loss, learning rate
 and seed. Trained one at a time, a trial's cost is per-step overhead (tiny matmuls, Python,
-optimiser bookkeeping). Here T trials are one model: weights stacked as (T, out, in), a batch
-is gathered on the device as (T, B, D) from per-trial index tensors, every layer is one
-batched matrix product, the per-trial loss variants (logit adjustment on or off, SuperLoss on
-or off) are tensor masks, and one hand-written Adam updates all trials with per-trial learning
-rates and weight decays. No Python runs per trial inside a step.
+optimiser bookkeeping). Here they are one model:
+- trials of one seed draw the same classifier init and batch order, so they sit side by side
+  in "chunks" (`lay_out`): a chunk gathers its batch once, on the device, and every layer is
+  one batched matmul over the chunks, (chunks, slots * out, D) x (chunks, D, B);
+- the per-trial loss variants (logit adjustment, SuperLoss) are per-row constants and loss
+  weights, not Python branches; the linear heads' gradients are written out by hand
+  (`linear_grads`), the 2-FC head uses autograd;
+- one optimiser step updates every trial: torch's fused Adam when the trials share lr and
+  weight decay, else `StackedAdam` with per-trial values.
+No Python runs per trial inside a step.
 
 Head modes (PROTOCOL.md):
 - linear: one FC on the encoder features (SimCLR protocol);
@@ -16,7 +21,7 @@ Head modes (PROTOCOL.md):
   are the same for every trial, so they are computed once and the trials train linear heads.
 
 `train_reference` trains one trial with plain nn modules and torch.optim.Adam; the tests
-hold the stacked trainer to it.
+hold the stacked trainer to it (same test predictions on >= 99 % of the test set).
 """
 
 from __future__ import annotations
@@ -28,12 +33,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ltsweep.losses import label_prior, superloss
+from ltsweep.losses import label_prior, superloss, superloss_sigma
+from ltsweep.stacked_adam import stacked_optimizer
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
-ADAM_BETAS = (0.9, 0.999)
-ADAM_EPS = 1e-8
 
 
 @dataclass(frozen=True)
@@ -85,66 +89,133 @@ def frozen_hidden(x: torch.Tensor, head_init: dict[str, torch.Tensor]) -> torch.
     return torch.relu(h * head_init["bn_weight"].to(x) + head_init["bn_bias"].to(x))
 
 
-def per_sample_loss(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    log_prior: torch.Tensor,
-    use_la: torch.Tensor,
-    use_sl: torch.Tensor,
-    la_tau: torch.Tensor,
-    sl_tau: torch.Tensor,
-    sl_lam: torch.Tensor,
-) -> torch.Tensor:
-    """Losses (T, B) of logits (T, B, C); per-trial flags and constants are (T, 1[, 1]) tensors."""
-    adjusted = logits + (use_la * la_tau).unsqueeze(-1) * log_prior.unsqueeze(1)
-    ce = -torch.log_softmax(adjusted, dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    return torch.where(use_sl, superloss(ce, sl_tau, sl_lam), ce)
+#: floats of one chunk's activations (batch x slots x layer width) that chunks are kept under:
+#: beyond a few MB a wide head's activations and weight gradient fall out of the cache and
+#: every trial gets slower (measured: 1.4x per trial with 40 wide trials in one product)
+CHUNK_ACTIVATIONS = 2**21
 
 
-class StackedAdam:
-    """torch.optim.Adam (L2 weight decay, no amsgrad) over stacked parameters with per-trial lr/wd."""
-
-    def __init__(
-        self, params: list[torch.Tensor], lr: torch.Tensor, weight_decay: torch.Tensor
-    ) -> None:
-        self.params, self.lr, self.wd, self.t = params, lr, weight_decay, 0
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-
-    @torch.no_grad()
-    def step(self) -> None:
-        self.t += 1
-        b1, b2 = ADAM_BETAS
-        c1, c2 = 1 - b1**self.t, 1 - b2**self.t
-        for p, m, v in zip(self.params, self.m, self.v, strict=True):
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            g = p.grad + self.wd.view(shape) * p
-            m.mul_(b1).add_(g, alpha=1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (v.sqrt() / math.sqrt(c2)).add_(ADAM_EPS)
-            p.sub_(self.lr.view(shape) / c1 * m / denom)
-            p.grad = None
+#: a chunk's fixed cost, counted in slots: its own batch gather, and a thinner matmul (a chunk of
+#: g slots multiplies a (g * out, D) weight block; small g wastes the GEMM's register blocking)
+CHUNK_COST = 4
 
 
-def _trial_constants(
-    trials: list[Trial], num_classes: int, device: torch.device
+def chunk_size(group_sizes: list[int], most: int) -> int:
+    """Slots per chunk: the g <= `most` that lays out seed groups of these sizes at least cost.
+
+    Chunks are the batch axis of one batched matmul, so they all have g slots; a seed group of
+    n trials takes ceil(n / g) chunks and its last one is padded. The cost of a layout is its
+    slots (padding is wasted arithmetic) plus CHUNK_COST per chunk; ties go to the largest g.
+    Seed groups of equal size (a grid of noise x loss x seed) get g = their size, no padding.
+    """
+    top = max(1, min(most, max(group_sizes)))
+
+    def cost(g: int) -> tuple[int, int]:
+        chunks = sum(-(-n // g) for n in group_sizes)
+        return chunks * (g + CHUNK_COST), -g
+
+    return min(range(1, top + 1), key=cost)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the trials sit: chunk j, slot i is row j * slots + i of the stacked model.
+
+    A chunk holds trials of one seed only: they share the classifier init and every batch
+    (the batch order is drawn from the seed), so a chunk gathers its batch once and reads it
+    with one matrix product. Rows past a seed group's trials are padding (zero loss weight).
+    """
+
+    slots: int
+    seeds: list[int]  # distinct seeds, first-seen order
+    chunk_seed: list[int]  # per chunk: index into `seeds`
+    row_of_trial: list[int]
+
+    @property
+    def rows(self) -> int:
+        return len(self.chunk_seed) * self.slots
+
+
+def lay_out(trials: list[Trial], most: int) -> Layout:
+    """Group the trials by seed and cut the groups into equal chunks (see `chunk_size`)."""
+    by_seed: dict[int, list[int]] = {}
+    for i, t in enumerate(trials):
+        by_seed.setdefault(t.seed, []).append(i)
+    g = chunk_size([len(m) for m in by_seed.values()], most)
+    chunk_seed: list[int] = []
+    row_of_trial = [0] * len(trials)
+    for s, members in enumerate(by_seed.values()):
+        for start in range(0, len(members), g):
+            for slot, i in enumerate(members[start : start + g]):
+                row_of_trial[i] = len(chunk_seed) * g + slot
+            chunk_seed.append(s)
+    return Layout(g, list(by_seed), chunk_seed, row_of_trial)
+
+
+def _row_constants(
+    trials: list[Trial], layout: Layout, num_classes: int, device: torch.device
 ) -> dict[str, torch.Tensor]:
-    col = lambda xs, dt=torch.float32: torch.tensor(xs, dtype=dt, device=device).view(-1, 1)  # noqa: E731
+    """Per-row labels, logit shifts, loss flags, lr and wd; padding rows copy trial 0's."""
+    at_row = [trials[0]] * layout.rows
+    real = [0.0] * layout.rows
+    for i, r in enumerate(layout.row_of_trial):
+        at_row[r], real[r] = trials[i], 1.0
+    sl_rows = [r for r, t in enumerate(at_row) if real[r] and t.loss.endswith("+sl")]
+    on = lambda xs: torch.tensor(xs, dtype=torch.float32, device=device)  # noqa: E731
+    log_prior = torch.stack([label_prior(t.labels, num_classes) for t in at_row]).log().to(device)
+    la = on([t.la_tau if t.loss.startswith("la") else 0.0 for t in at_row])
     return {
-        "labels": torch.as_tensor(
-            np.stack([t.labels for t in trials]), dtype=torch.long, device=device
-        ),
-        "log_prior": torch.stack([label_prior(t.labels, num_classes) for t in trials])
-        .log()
-        .to(device),
-        "use_la": col([t.loss.startswith("la") for t in trials]),
-        "use_sl": col([t.loss.endswith("+sl") for t in trials], torch.bool),
-        "la_tau": col([t.la_tau for t in trials]),
-        "sl_tau": col([t.sl_threshold for t in trials]),
-        "sl_lam": col([t.sl_lambda for t in trials]),
-        "lr": torch.tensor([t.lr for t in trials], device=device),
-        "wd": torch.tensor([t.weight_decay for t in trials], device=device),
+        "labels": torch.as_tensor(np.stack([t.labels for t in at_row]), device=device).long(),
+        "la_shift": (la.view(-1, 1) * log_prior).unsqueeze(-1),  # (R, C, 1)
+        "real": on(real).view(-1, 1),
+        "sl_rows": torch.tensor(sl_rows, dtype=torch.long, device=device),
+        "sl_tau": on([at_row[r].sl_threshold for r in sl_rows]).view(-1, 1),
+        "sl_lam": on([at_row[r].sl_lambda for r in sl_rows]).view(-1, 1),
+        "lr": on([t.lr for t in at_row]),
+        "wd": on([t.weight_decay for t in at_row]),
     }
+
+
+def loss_weights(ce: torch.Tensor, k: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-sample weights w (R, B) such that sum(w * ce) has the gradient of each row's loss.
+
+    CE and LA: 1. SuperLoss: sigma*, since d/dl [(l - tau) sigma* + lam log(sigma*)^2] = sigma*
+    (sigma* minimises the loss in sigma, so its own variation drops out; see losses.superloss).
+    Padding rows: 0. Lambert W runs on the SuperLoss rows only.
+    """
+    weights = k["real"].expand_as(ce)
+    if len(k["sl_rows"]):
+        weights = weights.clone()
+        weights[k["sl_rows"]] = superloss_sigma(ce[k["sl_rows"]], k["sl_tau"], k["sl_lam"])
+    return weights
+
+
+@torch.no_grad()
+def linear_grads(
+    x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, k: dict[str, torch.Tensor]
+) -> None:
+    """Set the gradients of stacked linear heads by hand: dL/dlogits = w_i (softmax - onehot) / B.
+
+    `x` (S, B, D) is each chunk's batch, `y` (R, 1, B) each row's labels, `w` (S, slots, C, D)
+    and `b` (S, slots, C) the heads, w_i the loss weights (`loss_weights`). Autograd gives the
+    same numbers with about 15 more kernels per step and its engine's bookkeeping, which is
+    most of a linear head's step that is not matmul.
+    """
+    S, B, D = x.shape
+    R, C = y.shape[0], w.shape[-2]
+    logits = torch.baddbmm(b.view(S, -1, 1), w.view(S, -1, D), x.transpose(1, 2)).view(R, C, B)
+    logp = torch.log_softmax(logits.add_(k["la_shift"]), dim=1)
+    weights = loss_weights(-logp.gather(1, y).squeeze(1), k).div(B)
+    grad = logp.exp_()  # the softmax
+    grad.scatter_add_(1, y, torch.full(y.shape, -1.0, device=grad.device))
+    grad.mul_(weights.unsqueeze(1))
+    w.grad = torch.bmm(grad.view(S, -1, B), x).view_as(w)
+    b.grad = grad.sum(-1).view_as(b)
+
+
+def _stacked(x: torch.Tensor, chunks: int, slots: int, device: torch.device) -> torch.Tensor:
+    """`x` copied into every (chunk, slot): each trial trains its own copy."""
+    return x.to(device).expand(chunks, slots, *x.shape).clone()
 
 
 def train_stacked(
@@ -157,9 +228,14 @@ def train_stacked(
 ) -> torch.Tensor:
     """Train every trial; return test predictions (T, M) as int64 on the features' device.
 
-    `train_x` (N, D) and `test_x` (M, D) should already be on the training device.
+    `train_x` (N, D) and `test_x` (M, D) should already be on the training device. Trials are
+    laid out in chunks of one seed (`lay_out`); per step, each chunk's batch is gathered once
+    as (B, D) and every layer that reads it is one batched matmul over the chunks,
+    (S, slots * out, D) x (S, D, B). Activations keep features before samples, (rows, C, B),
+    so the products, BatchNorm and the log-softmax over C all run on contiguous memory.
+    Each trial's result equals its result trained alone, up to matmul rounding.
     """
-    device, n, T = train_x.device, train_x.shape[0], len(trials)
+    device, n = train_x.device, train_x.shape[0]
     train_x, test_x = train_x.float(), test_x.float()
     if head.mode == "last":
         if head_init is None:
@@ -168,69 +244,90 @@ def train_stacked(
     full = head.mode == "full"
     if full and head_init is None:
         raise ValueError("head mode 'full' needs the pre-trained projection block (head_init)")
-    fan_in = head_init["w1"].shape[0] if full else train_x.shape[1]
+    C, D = num_classes, train_x.shape[1]
+    fan_in = head_init["w1"].shape[0] if full else D
 
-    gens = [torch.Generator().manual_seed(t.seed) for t in trials]
-    inits = [_init_classifier(num_classes, fan_in, g) for g in gens]
-    params: dict[str, torch.Tensor] = {
-        "w": torch.stack([w for w, _ in inits]).to(device),
-        "b": torch.stack([b for _, b in inits]).to(device),
+    width = fan_in if full else C
+    layout = lay_out(trials, max(1, CHUNK_ACTIVATIONS // (head.batch_size * width)))
+    S, g, R = len(layout.chunk_seed), layout.slots, layout.rows
+    k = _row_constants(trials, layout, C, device)
+    chunk_seed = torch.tensor(layout.chunk_seed, device=device)
+
+    # Same draws as each trial's own generator alone: the init first, then one order per epoch.
+    gens = [torch.Generator().manual_seed(seed) for seed in layout.seeds]
+    inits = [_init_classifier(C, fan_in, gen) for gen in gens]
+    P = {
+        "w": torch.stack([inits[s][0] for s in layout.chunk_seed]).to(device),
+        "b": torch.stack([inits[s][1] for s in layout.chunk_seed]).to(device),
     }
+    P = {name: t.unsqueeze(1).expand(S, g, *t.shape[1:]).clone() for name, t in P.items()}
     stats: dict[str, torch.Tensor] = {}
     if full:
-        rep = lambda k: head_init[k].to(device).unsqueeze(0).repeat(T, *([1] * head_init[k].dim()))  # noqa: E731
-        params |= {"w1": rep("w1"), "b1": rep("b1"), "g": rep("bn_weight"), "beta": rep("bn_bias")}
-        stats = {"mean": rep("bn_mean"), "var": rep("bn_var")}
-    for p in params.values():
-        p.requires_grad_(True)
-    k = _trial_constants(trials, num_classes, device)
-    opt = StackedAdam(list(params.values()), k["lr"], k["wd"])
+        P |= {
+            "w1": _stacked(head_init["w1"], S, g, device),
+            "b1": _stacked(head_init["b1"], S, g, device),
+            "gamma": _stacked(head_init["bn_weight"], S, g, device),
+            "beta": _stacked(head_init["bn_bias"], S, g, device),
+        }
+        stats = {
+            "mean": _stacked(head_init["bn_mean"], S, g, device),
+            "var": _stacked(head_init["bn_var"], S, g, device),
+        }
+    for t in P.values():
+        t.requires_grad_(True)
+    opt = stacked_optimizer(list(P.values()), k["lr"].view(S, g), k["wd"].view(S, g))
 
     def forward(x: torch.Tensor, train: bool) -> torch.Tensor:
+        """Logits (R, C, B) of the chunks' batches `x` (S or 1, B, D)."""
+        B = x.shape[1]
+        xt = x.transpose(1, 2).expand(S, D, B)
         if full:
-            h = torch.baddbmm(params["b1"].unsqueeze(1), x, params["w1"].transpose(1, 2))
-            if train:
-                mean, var = h.mean(1, keepdim=True), h.var(1, unbiased=False, keepdim=True)
-                with torch.no_grad():
-                    unbiased = var * (h.shape[1] / max(1, h.shape[1] - 1))
-                    stats["mean"].lerp_(mean.squeeze(1), BN_MOMENTUM)
-                    stats["var"].lerp_(unbiased.squeeze(1), BN_MOMENTUM)
-            else:
-                mean, var = stats["mean"].unsqueeze(1), stats["var"].unsqueeze(1)
-            h = (h - mean) / torch.sqrt(var + BN_EPS) * params["g"].unsqueeze(1) + params[
-                "beta"
-            ].unsqueeze(1)
-            x = torch.relu(h)
-        return torch.baddbmm(params["b"].unsqueeze(1), x, params["w"].transpose(1, 2))
+            h = torch.baddbmm(P["b1"].view(S, g * fan_in, 1), P["w1"].view(S, g * fan_in, D), xt)
+            h = F.batch_norm(  # statistics over the batch: the last axis of (1, R*H, B)
+                h.view(1, R * fan_in, B),
+                stats["mean"].view(-1),
+                stats["var"].view(-1),
+                P["gamma"].view(-1),
+                P["beta"].view(-1),
+                training=train and B > 1,
+                momentum=BN_MOMENTUM,
+                eps=BN_EPS,
+            )
+            h = torch.relu(h).view(R, fan_in, B)
+            return torch.baddbmm(P["b"].view(R, C, 1), P["w"].view(R, C, fan_in), h)
+        return torch.baddbmm(P["b"].view(S, g * C, 1), P["w"].view(S, g * C, D), xt).view(R, C, B)
 
     bounds = _batches(n, head.batch_size)
     for _ in range(head.epochs):
-        order = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(
-            device, non_blocking=True
-        )
+        orders = torch.stack([torch.randperm(n, generator=gen) for gen in gens]).to(device)
+        chunk_orders = orders[chunk_seed]  # (S, n)
+        row_labels = k["labels"].view(S, g, n).gather(2, chunk_orders.unsqueeze(1).expand(S, g, n))
+        row_labels = row_labels.view(R, n)
         for s, e in bounds:
-            idx = order[:, s:e]
-            logits = forward(train_x[idx], train=True)
-            losses = per_sample_loss(
-                logits,
-                k["labels"].gather(1, idx),
-                k["log_prior"],
-                k["use_la"],
-                k["use_sl"],
-                k["la_tau"],
-                k["sl_tau"],
-                k["sl_lam"],
-            )
-            losses.mean(1).sum().backward()
+            x = train_x.index_select(0, chunk_orders[:, s:e].reshape(-1)).view(S, e - s, D)
+            y = row_labels[:, None, s:e]  # (R, 1, B)
+            if full:
+                logp = torch.log_softmax(forward(x, train=True) + k["la_shift"], dim=1)
+                ce = -logp.gather(1, y).squeeze(1)  # (R, B)
+                # sum over trials of each trial's batch mean: trials do not share gradients
+                (ce * loss_weights(ce.detach(), k)).sum().div(e - s).backward()
+            else:
+                linear_grads(x, y, P["w"], P["b"], k)
             opt.step()
+            opt.zero_grad()
 
     with torch.no_grad():
-        chunk = max(1, int(2**26 // max(1, T * max(fan_in, train_x.shape[1]))))
-        preds = [
-            forward(test_x[s : s + chunk].unsqueeze(0).expand(T, -1, -1), train=False).argmax(-1)
-            for s in range(0, test_x.shape[0], chunk)
-        ]
-    return torch.cat(preds, dim=1)
+        chunk = max(1, int(2**26 // max(1, R * max(width, C))))
+        preds = torch.cat(
+            [
+                forward(test_x[None, s : s + chunk], train=False)
+                .max(1)
+                .indices  # argmax(1): 10x slower
+                for s in range(0, test_x.shape[0], chunk)
+            ],
+            dim=1,
+        )
+    return preds[torch.tensor(layout.row_of_trial, device=device)]
 
 
 def train_reference(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from itertools import product
 from typing import Any
@@ -215,10 +215,37 @@ def make_plan(sweep: Sweep) -> Plan:
     return Plan(sweep, list(pretrains.values()), list(finetunes.values()))
 
 
+def finetune_groups(sweep: Sweep, units: Iterable[FinetuneUnit]) -> list[list[FinetuneUnit]]:
+    """The driver's Tune trials of fine-tunes: as few as `execution` allows.
+
+    One group per group key, cut at `max_group_size` trials and at as many as fit in
+    `finetune_memory_gb` (`estimate.finetune_bytes` per trial); one trial each if
+    `group_finetunes` is off.
+    """
+    from ltsweep.estimate import finetune_bytes
+
+    ex = sweep.execution
+    budget = ex.finetune_memory_gb * 2**30
+
+    def size_of(u: FinetuneUnit) -> int:
+        return max(1, min(ex.max_group_size, int(budget // finetune_bytes(sweep, u))))
+
+    return group_finetunes(units, size_of, together=ex.group_finetunes)
+
+
 def group_finetunes(
-    units: Iterable[FinetuneUnit], max_size: int, together: bool = True
+    units: Iterable[FinetuneUnit],
+    max_size: int | Callable[[FinetuneUnit], int],
+    together: bool = True,
 ) -> list[list[FinetuneUnit]]:
-    """Split fine-tune trials into Tune trials: stacked by group key, at most `max_size` each."""
+    """Split fine-tune trials into Tune trials: stacked by group key, at most `max_size` each.
+
+    `max_size` may be a function of a group's first unit (all units of a group share what
+    sizes it: head, epochs, batch, pre-train).
+
+    A group is ordered by seed before it is cut, so a Tune trial holds whole runs of one seed:
+    trials of a seed share their batches (see `ltsweep.finetune.lay_out`).
+    """
     if not together:
         return [[u] for u in units]
     groups: dict[tuple[Any, ...], list[FinetuneUnit]] = {}
@@ -226,6 +253,8 @@ def group_finetunes(
         groups.setdefault(u.group_key(), []).append(u)
     out = []
     for members in groups.values():
-        for s in range(0, len(members), max_size):
-            out.append(members[s : s + max_size])
+        members.sort(key=lambda u: u.seed)  # stable: plan order within a seed
+        size = max_size(members[0]) if callable(max_size) else max_size
+        for s in range(0, len(members), size):
+            out.append(members[s : s + size])
     return out

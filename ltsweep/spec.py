@@ -117,6 +117,12 @@ class ExecutionSettings(Strict):
     max_group_size: int = Field(
         512, ge=1, description="most fine-tune trials stacked in one Tune trial"
     )
+    finetune_memory_gb: float = Field(
+        4.0,
+        gt=0,
+        description="memory one stacked fine-tune group may take (weights, optimiser state, "
+        "activations; estimated per trial): groups are cut to fit",
+    )
     feature_dtype: Literal["float32", "float16"] = "float32"
     max_failures: int = Field(0, ge=0, description="Tune retries of a failed unit")
     gpu_tflops: float = Field(

@@ -33,6 +33,7 @@ from ltsweep.baselines.elr import ELRParams, elr_loss, train_elr, update_targets
 from ltsweep.baselines.supervised import LossParams, supervised_loss, train_supervised
 from ltsweep.data import long_tail_indices, symmetric_noise
 from ltsweep.data.digits import load_digits_dataset
+from ltsweep.losses import superloss_sigma
 from ltsweep.spec import parse_sweep
 
 BACKBONE = Backbone("resnet18", 8, "cifar")
@@ -146,28 +147,31 @@ def test_plan_imports_no_torch():
 # --- hand-computed pieces ---------------------------------------------------------------
 
 
-def test_supervised_loss_matches_finetune_flags():
-    from ltsweep.finetune import per_sample_loss
-
+def test_supervised_loss_is_the_named_loss():
+    """CE, LA (tau * log prior added to the logits), SL and LA+SL, each written out by hand."""
     g = torch.Generator().manual_seed(0)
     logits, labels = torch.randn(6, 10, generator=g), torch.randint(0, 10, (6,), generator=g)
     prior = torch.rand(10, generator=g) + 0.1
     log_prior = (prior / prior.sum()).log()
-    for loss in ("ce", "la", "sl", "la+sl"):
-        p = LossParams(loss, la_tau=1.0, sl_lambda=4.0, sl_threshold=math.log(10))
-        la, sl = loss.startswith("la"), loss.endswith("sl")
-        col = lambda v, dt=torch.float32: torch.tensor([[v]], dtype=dt)  # noqa: E731
-        ref = per_sample_loss(
-            logits[None],
-            labels[None],
-            log_prior[None],
-            col(float(la)),
-            col(sl, torch.bool),
-            col(1.0),
-            col(math.log(10)),
-            col(4.0),
-        ).mean()
-        assert torch.allclose(supervised_loss(logits, labels, p, log_prior), ref), loss
+    tau, lam, thr = 1.5, 4.0, math.log(10)
+
+    def ce(z: torch.Tensor) -> torch.Tensor:
+        return -(z.log_softmax(-1).gather(1, labels[:, None]).squeeze(1))
+
+    def sl(loss: torch.Tensor) -> torch.Tensor:
+        sigma = superloss_sigma(loss, thr, lam)
+        return (loss - thr) * sigma + lam * sigma.log() ** 2
+
+    expected = {
+        "ce": ce(logits),
+        "la": ce(logits + tau * log_prior),
+        "sl": sl(ce(logits)),
+        "la+sl": sl(ce(logits + tau * log_prior)),
+    }
+    for loss, want in expected.items():
+        p = LossParams(loss, la_tau=tau, sl_lambda=lam, sl_threshold=thr)
+        got = supervised_loss(logits, labels, p, log_prior)
+        assert torch.allclose(got, want.mean()), loss
 
 
 def test_elr_target_update_and_regulariser():

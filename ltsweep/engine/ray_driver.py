@@ -41,7 +41,7 @@ from ray.tune.search import Searcher  # noqa: E402
 
 from ltsweep.atomic import cleanup_temp, write_json, write_text
 from ltsweep.engine.progress import Progress
-from ltsweep.plan import FinetuneUnit, PretrainUnit, group_finetunes, make_plan
+from ltsweep.plan import FinetuneUnit, PretrainUnit, finetune_groups, make_plan
 from ltsweep.results import prune_failed, write_rows
 from ltsweep.spec import SpecError, Sweep, check_data_root
 from ltsweep.state import assess
@@ -58,14 +58,11 @@ def group_name(units: list[FinetuneUnit]) -> str:
 
 def _work_items(assessment, sweep: Sweep) -> tuple[list[dict], dict[str, list[dict]]]:
     """Tune configs: what is ready now, and what waits for a pre-train (by pre-train key)."""
-    ex = sweep.execution
     pending = {p.key for p in assessment.pretrains_todo}
     ready: list[dict] = [{"kind": "pretrain", "unit": asdict(p)} for p in assessment.pretrains_todo]
     ready += [{"kind": "baseline", "unit": asdict(b)} for b in assessment.baselines_todo]
     waiting: dict[str, list[dict]] = {}
-    for group in group_finetunes(
-        assessment.finetunes_todo, ex.max_group_size, together=ex.group_finetunes
-    ):
+    for group in finetune_groups(sweep, assessment.finetunes_todo):
         item = {"kind": "finetune", "name": group_name(group), "units": [asdict(u) for u in group]}
         key = group[0].pretrain_key
         if key in pending:

@@ -22,8 +22,10 @@ def superloss_sigma(
 ) -> torch.Tensor:
     """sigma* per sample (no gradient)."""
     with torch.no_grad():
-        beta = torch.clamp((loss - tau) / lam, min=-2.0 / math.e)
-        return torch.exp(-lambertw(0.5 * beta))
+        z = 0.5 * torch.clamp((loss - tau) / lam, min=-2.0 / math.e)
+        w = lambertw(z)
+        # exp(-W(z)) = W(z) / z (W e^W = z), a division instead of an exp; 1 at z = 0
+        return torch.where(z == 0, 1.0, w / torch.where(z == 0, 1.0, z))
 
 
 def superloss(
