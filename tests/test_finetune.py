@@ -171,7 +171,7 @@ def test_stacked_adam_is_torch_adam_row_by_row():
         torch.testing.assert_close(stacked[r].detach(), row.detach())
 
 
-_PEAK = """
+_PEAK = r"""
 import re, sys, torch, numpy as np
 from ltsweep.finetune import HeadSpec, Trial, train_stacked
 T, n, d, h, c = int(sys.argv[1]), int(sys.argv[2]), 512, 2048, 10
