@@ -30,6 +30,12 @@ def _rows_on_disk(run_dir: Path) -> int:
     return sum(pq.read_metadata(f).num_rows for f in (run_dir / "results").glob("*.parquet"))
 
 
+def _submit(sweep_file: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`ltsweep run SWEEP --run-dir RUN --cluster <the test profile> EXTRA...`, from run_dir's parent."""
+    args = ["run", str(sweep_file), "--run-dir", str(run_dir), "--cluster", str(PROFILE), *extra]
+    return ltsweep_cmd(*args, cwd=run_dir.parent)
+
+
 def _wait_for_end(run_dir: Path, timeout_s: float = 600) -> str:
     def ended():
         state = slurm.job_state(run_dir)
@@ -40,16 +46,7 @@ def _wait_for_end(run_dir: Path, timeout_s: float = 600) -> str:
 
 def test_sweep_on_slurm_gives_the_rows_of_the_local_run(slurm_cluster, tiny_local_run, tmp_path):
     run_dir = tmp_path / "run"
-    out = ltsweep_cmd(
-        "run",
-        str(TINY_SWEEP),
-        "--run-dir",
-        str(run_dir),
-        "--cluster",
-        str(PROFILE),
-        "--wait",
-        cwd=tmp_path,
-    )
+    out = _submit(TINY_SWEEP, run_dir, "--wait")
     assert out.returncode == 0, out.stderr + out.stdout
     assert "submitted SLURM job" in out.stdout
     assert slurm.job_state(run_dir) == "COMPLETED"
@@ -67,9 +64,7 @@ def test_requeued_sweep_finishes_without_redoing_or_duplicating(slurm_cluster, t
     sweep_file = tmp_path / "tiny3.yaml"
     sweep_file.write_text(yaml.safe_dump(spec))
     run_dir = tmp_path / "run"
-    out = ltsweep_cmd(
-        "run", str(sweep_file), "--run-dir", str(run_dir), "--cluster", str(PROFILE), cwd=tmp_path
-    )
+    out = _submit(sweep_file, run_dir)
     assert out.returncode == 0, out.stderr
     job_id = slurm.read_record(run_dir)["job_id"]
     try:
@@ -109,18 +104,7 @@ def test_requeued_sweep_finishes_without_redoing_or_duplicating(slurm_cluster, t
 
 def test_cancel_keeps_what_was_stored(slurm_cluster, tmp_path):
     run_dir = tmp_path / "run"
-    assert (
-        ltsweep_cmd(
-            "run",
-            str(TINY_SWEEP),
-            "--run-dir",
-            str(run_dir),
-            "--cluster",
-            str(PROFILE),
-            cwd=tmp_path,
-        ).returncode
-        == 0
-    )
+    assert _submit(TINY_SWEEP, run_dir).returncode == 0
     job_id = slurm.read_record(run_dir)["job_id"]
     try:
         wait_until(
