@@ -7,7 +7,9 @@ a unit whose key is stored is done and is never run again by that run folder.
 
 from __future__ import annotations
 
+import math
 import os
+import socket
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,36 @@ _DEFAULTS: dict[str, Any] = {
     "pretrain_epochs": 0,
     "class_acc": [],
 }
+
+
+#: what a fine-tune or baseline unit says of itself, copied into its row
+UNIT_FIELDS = (
+    "method",
+    "dataset",
+    "gamma",
+    "noise",
+    "noise_type",
+    "loss",
+    "seed",
+    "data_seed",
+    "epochs",
+)
+METRICS = ("acc", "acc_many", "acc_medium", "acc_few")
+
+
+def unit_row(
+    sweep: str, unit: Any, stage: str, metrics: Mapping[str, Any], **columns: Any
+) -> dict[str, Any]:
+    """The row of `unit` (a fine-tune or baseline unit): its own fields, its metrics (NaN where
+    missing, as for a failed unit), where and by which version it ran, and the stage's own
+    `columns` (pretrain_key, head, knn_acc, timings, status, ...)."""
+    from ltsweep import __version__
+
+    row = {"sweep": sweep, "unit_key": unit.key, "stage": stage}
+    row |= {f: getattr(unit, f) for f in UNIT_FIELDS}
+    row |= {m: metrics.get(m, math.nan) for m in METRICS}
+    row |= {"class_acc": metrics.get("class_acc", []), "host": socket.gethostname()}
+    return row | {"version": __version__} | columns
 
 
 def write_rows(

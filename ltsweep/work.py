@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-import socket
 import time
 import traceback
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from ltsweep.finetune import HeadSpec, Trial, train_stacked
 from ltsweep.knn import knn_accuracy
 from ltsweep.metrics import evaluate
 from ltsweep.plan import FinetuneUnit, PretrainUnit
-from ltsweep.results import write_rows
+from ltsweep.results import unit_row, write_rows
 from ltsweep.spec import Sweep
 
 
@@ -307,35 +306,19 @@ def _row(
     status: str = "ok",
     error: str = "",
 ) -> dict[str, Any]:
-    nan = math.nan
-    return {
-        "sweep": ctx.sweep.name,
-        "unit_key": u.key,
-        "pretrain_key": u.pretrain_key,
-        "stage": "two-stage",
-        "method": u.method,
-        "dataset": u.dataset,
-        "gamma": u.gamma,
-        "noise": u.noise,
-        "noise_type": u.noise_type,
-        "loss": u.loss,
-        "head": u.head,
-        "seed": u.seed,
-        "data_seed": u.data_seed,
-        "epochs": u.epochs,
-        "pretrain_epochs": u.pretrain_epochs,
-        "acc": metrics.get("acc", nan),
-        "acc_many": metrics.get("acc_many", nan),
-        "acc_medium": metrics.get("acc_medium", nan),
-        "acc_few": metrics.get("acc_few", nan),
-        "class_acc": metrics.get("class_acc", []),
-        "actual_noise": actual_noise,
-        "n_train": n_train,
-        "knn_acc": knn,
-        "status": status,
-        "error": error,
-        "seconds": seconds,
-        "started": started,
-        "host": socket.gethostname(),
-        "version": __version__,
-    }
+    return unit_row(
+        ctx.sweep.name,
+        u,
+        "two-stage",
+        metrics,
+        pretrain_key=u.pretrain_key,
+        head=u.head,
+        pretrain_epochs=u.pretrain_epochs,
+        actual_noise=actual_noise,
+        n_train=n_train,
+        knn_acc=knn,
+        status=status,
+        error=error,
+        seconds=seconds,
+        started=started,
+    )

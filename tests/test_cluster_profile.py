@@ -304,7 +304,8 @@ def test_worker_waits_for_the_driver_or_a_lost_head(
     monkeypatch.setattr(job, "_start_ray", started.append)
     monkeypatch.setattr(slurm, "_WORKER_POLL_S", 0.05)
     reachable = [True]
-    monkeypatch.setattr(slurm, "_reachable", lambda host, port: reachable[0])
+    monkeypatch.setattr(slurm, "reachable", lambda host, port: reachable[0])
+    monkeypatch.setattr(slurm, "wait_reachable", lambda host, port, timeout_s: True)
     marker = tmp_path / "driver-done.0"
     threading.Timer(0.3, marker.touch).start()
     job._run_worker(["ray", "start"], "head", 1234, marker)  # returns once the marker exists
@@ -312,5 +313,4 @@ def test_worker_waits_for_the_driver_or_a_lost_head(
 
     reachable[0] = False
     monkeypatch.setattr(slurm, "_HEAD_LOST_S", 0.2)
-    monkeypatch.setattr(slurm, "_wait_reachable", lambda host, port, timeout_s: True)
     job._run_worker(["ray", "start"], "head", 1234, tmp_path / "never")  # head gone: leaves

@@ -12,7 +12,6 @@ makes, so a baseline and a fine-tune trial of the same cell see the same noisy l
 from __future__ import annotations
 
 import math
-import socket
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -281,39 +280,23 @@ def _row(
     status: str = "ok",
     error: str = "",
 ) -> dict[str, Any]:
-    from ltsweep import __version__
+    from ltsweep.results import unit_row
 
-    nan = math.nan
-    return {
-        "sweep": ctx.sweep.name,
-        "unit_key": u.key,
-        "pretrain_key": None,
-        "stage": "single-stage",
-        "method": u.method,
-        "dataset": u.dataset,
-        "gamma": u.gamma,
-        "noise": u.noise,
-        "noise_type": u.noise_type,
-        "loss": u.loss,
-        "head": "",
-        "seed": u.seed,
-        "data_seed": u.data_seed,
-        "epochs": u.epochs,
-        "pretrain_epochs": 0,
-        "acc": metrics.get("acc", nan),
-        "acc_many": metrics.get("acc_many", nan),
-        "acc_medium": metrics.get("acc_medium", nan),
-        "acc_few": metrics.get("acc_few", nan),
-        "class_acc": metrics.get("class_acc", []),
-        "actual_noise": actual_noise,
-        "n_train": n_train,
-        "knn_acc": nan,
-        "clean_fraction": clean_fraction,
-        "clean_precision": clean_precision,
-        "status": status,
-        "error": error,
-        "seconds": seconds,
-        "started": started,
-        "host": socket.gethostname(),
-        "version": __version__,
-    }
+    return unit_row(
+        ctx.sweep.name,
+        u,
+        "single-stage",
+        metrics,
+        pretrain_key=None,
+        head="",
+        pretrain_epochs=0,
+        actual_noise=actual_noise,
+        n_train=n_train,
+        knn_acc=math.nan,
+        clean_fraction=clean_fraction,
+        clean_precision=clean_precision,
+        status=status,
+        error=error,
+        seconds=seconds,
+        started=started,
+    )

@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shlex
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +30,19 @@ import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from ltsweep.atomic import write_json
-from ltsweep.cluster_profile import RAY_PORT_BLOCK, ClusterProfile, load_profile
+from ltsweep.cluster_profile import ClusterProfile, load_profile
+from ltsweep.engine.ray_node import (
+    ray_ports,
+    reachable,
+    render_node_bootstrap,
+    routable_ip,
+    stop_job_ray,
+    wait_reachable,
+)
 
 SLURM_JSON = "slurm.json"
 LOG_SUBDIR = Path("logs") / "slurm"
 AUTH_TOKEN = ".ray-auth-token"
-#: job-derived Ray ports stay in [low, high): above common services, below Linux's ephemeral
-#: range (32768-60999), where the kernel picks outgoing ports that could steal ours
-_PORT_LOW, _PORT_HIGH = 12000, 32768
-#: Ray's longest Unix socket path is <temp dir> + this much ("/session_<date>_<pid>/sockets/
-#: plasma_store", pid up to 7 digits); Linux allows 107 bytes
-_SOCKET_SUFFIX = len("/session_2026-11-24_19-10-51_150443_1234567/sockets/plasma_store")
-_MAX_SOCKET = 107
 _HEAD_WAIT_S = 600.0  # how long workers wait for the head (it may be slow to start)
 _HEAD_LOST_S = 120.0  # workers give up when the head is unreachable this long
 _WORKER_POLL_S = 5.0  # how often workers look for the driver's done marker
@@ -53,109 +50,7 @@ _WORKER_POLL_S = 5.0  # how often workers look for the driver's done marker
 Driver = Callable[..., dict]
 
 
-# --- pure pieces: ports, temp dir, ray argv, sbatch text ---------------------------------------
-
-
-@dataclass(frozen=True)
-class RayPorts:
-    """All ports one job's Ray uses on a node: set explicitly so that no two jobs collide."""
-
-    gcs: int
-    node_manager: int
-    object_manager: int
-    dashboard: int
-    dashboard_agent_listen: int
-    dashboard_agent_grpc: int
-    runtime_env_agent: int
-    metrics_export: int
-    min_worker: int
-    max_worker: int
-
-
-def _job_number(job_id: str) -> int:
-    m = re.fullmatch(r"(\d+)(?:_(\d+))?", str(job_id))
-    if not m:
-        raise ValueError(f"not a SLURM job id: {job_id!r}")
-    return int(m.group(1)) + int(m.group(2) or 0)
-
-
-def ray_ports(profile: ClusterProfile, job_id: str) -> RayPorts:
-    """The job's port block: profile.ray_port_base, or one derived from the job id.
-
-    Consecutive job ids get different blocks, so two sweeps sharing a node do not collide
-    (ids that differ by a multiple of the number of blocks would; set ray_port_base then).
-    """
-    if profile.ray_port_base is not None:
-        base = profile.ray_port_base
-    else:
-        slots = (_PORT_HIGH - _PORT_LOW) // RAY_PORT_BLOCK
-        base = _PORT_LOW + (_job_number(job_id) % slots) * RAY_PORT_BLOCK
-    return RayPorts(
-        gcs=base,
-        node_manager=base + 1,
-        object_manager=base + 2,
-        dashboard=base + 3,
-        dashboard_agent_listen=base + 4,
-        dashboard_agent_grpc=base + 5,
-        runtime_env_agent=base + 6,
-        metrics_export=base + 7,
-        min_worker=base + 8,
-        max_worker=base + RAY_PORT_BLOCK - 1,
-    )
-
-
-def ray_temp_dir(job_id: str) -> str:
-    """Node-local, short and per job: Ray's socket paths must stay under 107 bytes (and NFS
-    breaks them), and a per-job folder lets us stop exactly this job's Ray processes."""
-    path = f"/tmp/ltsweep-ray-{job_id}"
-    if len(path) + _SOCKET_SUFFIX >= _MAX_SOCKET:
-        raise ValueError(f"Ray temp dir {path} would make socket paths of {_MAX_SOCKET}+ bytes")
-    return path
-
-
-def render_node_bootstrap(
-    profile: ClusterProfile,
-    job_id: str,
-    hostnames: Sequence[str],
-    rank: int,
-    *,
-    head_ip: str | None = None,
-    node_ip: str | None = None,
-    python: str | None = None,
-) -> list[str]:
-    """The exact `ray start` argv for node `rank` of the job (rank 0: the head).
-
-    Pure, so it is tested without SLURM. CPUs and GPUs are explicit because Ray's detection
-    is wrong under SLURM; every port is explicit so two jobs on one node never collide.
-    `head_ip` defaults to the first hostname; `node_ip` (this node's address) is passed to
-    Ray only when given.
-    """
-    if not 0 <= rank < len(hostnames):
-        raise ValueError(f"rank {rank} outside the job's {len(hostnames)} nodes")
-    ports = ray_ports(profile, job_id)
-    argv = [python or sys.executable, "-m", "ray.scripts.scripts", "start"]
-    if rank == 0:
-        argv += ["--head", f"--port={ports.gcs}", "--include-dashboard=false"]
-        argv += [f"--dashboard-port={ports.dashboard}"]
-    else:
-        argv += [f"--address={head_ip or hostnames[0]}:{ports.gcs}"]
-    argv += [
-        f"--node-manager-port={ports.node_manager}",
-        f"--object-manager-port={ports.object_manager}",
-        f"--dashboard-agent-listen-port={ports.dashboard_agent_listen}",
-        f"--dashboard-agent-grpc-port={ports.dashboard_agent_grpc}",
-        f"--runtime-env-agent-port={ports.runtime_env_agent}",
-        f"--metrics-export-port={ports.metrics_export}",
-        f"--min-worker-port={ports.min_worker}",
-        f"--max-worker-port={ports.max_worker}",
-        f"--num-cpus={profile.cpus_per_node}",
-        f"--num-gpus={profile.gpus_per_node}",
-        f"--temp-dir={ray_temp_dir(job_id)}",
-        "--disable-usage-stats",
-    ]
-    if node_ip:
-        argv.append(f"--node-ip-address={node_ip}")
-    return argv
+# --- pure pieces: executor parameters, sbatch text (the Ray side: ray_node.py) -----------------
 
 
 def executor_parameters(profile: ClusterProfile, job_name: str = "ltsweep") -> dict[str, Any]:
@@ -357,98 +252,11 @@ def cancel(run_dir: str | os.PathLike[str]) -> str | None:
     return jid
 
 
-# --- on the nodes: Ray processes of one job --------------------------------------------------------
+# --- on the nodes ---------------------------------------------------------------------------------
 
 
 def _log(msg: str) -> None:
     print(f"[ltsweep.slurm {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def _proc_table() -> dict[int, tuple[int, str, bytes]]:
-    """pid -> (ppid, state, cmdline) from /proc (no psutil dependency)."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmdline = fh.read()
-        except OSError:
-            continue
-        table[int(entry)] = (int(fields[1]), fields[0], cmdline)
-    return table
-
-
-def _job_ray_pids(temp_dir: str) -> set[int]:
-    """Processes whose command line names this job's Ray temp dir, and their descendants
-    (workers and agents rename themselves `ray::...`). Never another job's Ray, unlike
-    `ray stop`, which kills every Ray on the node."""
-    table = _proc_table()
-    keys = (temp_dir.encode() + b"/", temp_dir.encode() + b"\0")  # not /tmp/...-12 for job 123
-    picked = {
-        pid
-        for pid, (_, state, cmd) in table.items()
-        if state != "Z" and any(k in cmd for k in keys)
-    }
-    grew = True
-    while grew:
-        grew = False
-        for pid, (ppid, state, _) in table.items():
-            if ppid in picked and pid not in picked and state != "Z":
-                picked.add(pid)
-                grew = True
-    picked.discard(os.getpid())
-    return picked
-
-
-def stop_job_ray(job_id: str, grace_s: float = 3.0) -> int:
-    """Stop this job's Ray processes on this node: SIGTERM, then SIGKILL after `grace_s`.
-
-    Ray's graceful shutdown takes ~10 s and buys nothing here: the driver has finished or
-    been stopped, and results are on disk. Returns how many were found. Idempotent."""
-    pids = _job_ray_pids(ray_temp_dir(job_id))
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            table = _proc_table()
-            if not any(p in table and table[p][1] != "Z" for p in pids):
-                return len(pids)
-            time.sleep(0.2)
-    return len(pids)
-
-
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=3):
-            return True
-    except OSError:
-        return False
-
-
-def _wait_reachable(host: str, port: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if _reachable(host, port):
-            return True
-        time.sleep(1.0)
-    return False
-
-
-def _routable_ip(host: str) -> str | None:
-    """The host's address if it resolves to a non-loopback one (Debian maps the hostname to
-    127.0.1.1, useless to other nodes); else None, leaving the choice to Ray."""
-    try:
-        ip = socket.gethostbyname(host)
-    except OSError:
-        return None
-    return None if ip.startswith("127.") else ip
 
 
 # --- the submitted callable ------------------------------------------------------------------------
@@ -503,8 +311,8 @@ class SweepJob(Checkpointable):
         if len(hostnames) == 1:
             head_ip, node_ip = "127.0.0.1", None  # Ray maps loopback to its own address
         else:
-            head_ip = _routable_ip(hostnames[0]) or hostnames[0]
-            node_ip = _routable_ip(hostnames[rank])
+            head_ip = routable_ip(hostnames[0]) or hostnames[0]
+            node_ip = routable_ip(hostnames[rank])
         argv = render_node_bootstrap(
             self.profile, job_id, hostnames, rank, head_ip=head_ip, node_ip=node_ip
         )
@@ -532,7 +340,7 @@ class SweepJob(Checkpointable):
     ) -> dict:
         self._start_ray(argv)
         host, port = address.rsplit(":", 1)
-        if not _wait_reachable(host, int(port), 120.0):
+        if not wait_reachable(host, int(port), 120.0):
             raise RuntimeError(f"the Ray head at {address} did not come up")
         _update_record(
             self.run_dir,
@@ -573,12 +381,12 @@ class SweepJob(Checkpointable):
             box["error"] = err
 
     def _run_worker(self, argv: list[str], head: str, port: int, done_marker: Path) -> None:
-        if not _wait_reachable(head, port, _HEAD_WAIT_S):
+        if not wait_reachable(head, port, _HEAD_WAIT_S):
             raise RuntimeError(f"the Ray head {head}:{port} was not reachable in {_HEAD_WAIT_S}s")
         self._start_ray(argv)
         lost_since: float | None = None
         while not done_marker.exists():
-            if _reachable(head, port):
+            if reachable(head, port):
                 lost_since = None
             elif lost_since is None:
                 lost_since = time.monotonic()

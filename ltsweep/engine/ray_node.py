@@ -1,0 +1,217 @@
+"""One job's Ray on a SLURM node: its ports, temp dir and `ray start` argv, and how to stop it.
+
+Two sweeps may share a node, so everything here is per job: a port block derived from the
+job id, a node-local temp dir named after it, and a stop that kills exactly the processes
+under that temp dir (never another job's Ray, unlike `ray stop`). Pure functions except
+`stop_job_ray` and the reachability probes; used by `ltsweep.engine.slurm`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ltsweep.cluster_profile import RAY_PORT_BLOCK, ClusterProfile
+
+#: job-derived Ray ports stay in [low, high): above common services, below Linux's ephemeral
+#: range (32768-60999), where the kernel picks outgoing ports that could steal ours
+_PORT_LOW, _PORT_HIGH = 12000, 32768
+#: Ray's longest Unix socket path is <temp dir> + this much ("/session_<date>_<pid>/sockets/
+#: plasma_store", pid up to 7 digits); Linux allows 107 bytes
+_SOCKET_SUFFIX = len("/session_2026-11-24_19-10-51_150443_1234567/sockets/plasma_store")
+_MAX_SOCKET = 107
+
+
+@dataclass(frozen=True)
+class RayPorts:
+    """All ports one job's Ray uses on a node: set explicitly so that no two jobs collide."""
+
+    gcs: int
+    node_manager: int
+    object_manager: int
+    dashboard: int
+    dashboard_agent_listen: int
+    dashboard_agent_grpc: int
+    runtime_env_agent: int
+    metrics_export: int
+    min_worker: int
+    max_worker: int
+
+
+def _job_number(job_id: str) -> int:
+    m = re.fullmatch(r"(\d+)(?:_(\d+))?", str(job_id))
+    if not m:
+        raise ValueError(f"not a SLURM job id: {job_id!r}")
+    return int(m.group(1)) + int(m.group(2) or 0)
+
+
+def ray_ports(profile: ClusterProfile, job_id: str) -> RayPorts:
+    """The job's port block: profile.ray_port_base, or one derived from the job id.
+
+    Consecutive job ids get different blocks, so two sweeps sharing a node do not collide
+    (ids that differ by a multiple of the number of blocks would; set ray_port_base then).
+    """
+    if profile.ray_port_base is not None:
+        base = profile.ray_port_base
+    else:
+        slots = (_PORT_HIGH - _PORT_LOW) // RAY_PORT_BLOCK
+        base = _PORT_LOW + (_job_number(job_id) % slots) * RAY_PORT_BLOCK
+    return RayPorts(
+        gcs=base,
+        node_manager=base + 1,
+        object_manager=base + 2,
+        dashboard=base + 3,
+        dashboard_agent_listen=base + 4,
+        dashboard_agent_grpc=base + 5,
+        runtime_env_agent=base + 6,
+        metrics_export=base + 7,
+        min_worker=base + 8,
+        max_worker=base + RAY_PORT_BLOCK - 1,
+    )
+
+
+def ray_temp_dir(job_id: str) -> str:
+    """Node-local, short and per job: Ray's socket paths must stay under 107 bytes (and NFS
+    breaks them), and a per-job folder lets us stop exactly this job's Ray processes."""
+    path = f"/tmp/ltsweep-ray-{job_id}"
+    if len(path) + _SOCKET_SUFFIX >= _MAX_SOCKET:
+        raise ValueError(f"Ray temp dir {path} would make socket paths of {_MAX_SOCKET}+ bytes")
+    return path
+
+
+def render_node_bootstrap(
+    profile: ClusterProfile,
+    job_id: str,
+    hostnames: Sequence[str],
+    rank: int,
+    *,
+    head_ip: str | None = None,
+    node_ip: str | None = None,
+    python: str | None = None,
+) -> list[str]:
+    """The exact `ray start` argv for node `rank` of the job (rank 0: the head).
+
+    Pure, so it is tested without SLURM. CPUs and GPUs are explicit because Ray's detection
+    is wrong under SLURM; every port is explicit so two jobs on one node never collide.
+    `head_ip` defaults to the first hostname; `node_ip` (this node's address) is passed to
+    Ray only when given.
+    """
+    if not 0 <= rank < len(hostnames):
+        raise ValueError(f"rank {rank} outside the job's {len(hostnames)} nodes")
+    ports = ray_ports(profile, job_id)
+    argv = [python or sys.executable, "-m", "ray.scripts.scripts", "start"]
+    if rank == 0:
+        argv += ["--head", f"--port={ports.gcs}", "--include-dashboard=false"]
+        argv += [f"--dashboard-port={ports.dashboard}"]
+    else:
+        argv += [f"--address={head_ip or hostnames[0]}:{ports.gcs}"]
+    argv += [
+        f"--node-manager-port={ports.node_manager}",
+        f"--object-manager-port={ports.object_manager}",
+        f"--dashboard-agent-listen-port={ports.dashboard_agent_listen}",
+        f"--dashboard-agent-grpc-port={ports.dashboard_agent_grpc}",
+        f"--runtime-env-agent-port={ports.runtime_env_agent}",
+        f"--metrics-export-port={ports.metrics_export}",
+        f"--min-worker-port={ports.min_worker}",
+        f"--max-worker-port={ports.max_worker}",
+        f"--num-cpus={profile.cpus_per_node}",
+        f"--num-gpus={profile.gpus_per_node}",
+        f"--temp-dir={ray_temp_dir(job_id)}",
+        "--disable-usage-stats",
+    ]
+    if node_ip:
+        argv.append(f"--node-ip-address={node_ip}")
+    return argv
+
+
+def _proc_table() -> dict[int, tuple[int, str, bytes]]:
+    """pid -> (ppid, state, cmdline) from /proc (no psutil dependency)."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except OSError:
+            continue
+        table[int(entry)] = (int(fields[1]), fields[0], cmdline)
+    return table
+
+
+def _job_ray_pids(temp_dir: str) -> set[int]:
+    """Processes whose command line names this job's Ray temp dir, and their descendants
+    (workers and agents rename themselves `ray::...`). Never another job's Ray, unlike
+    `ray stop`, which kills every Ray on the node."""
+    table = _proc_table()
+    keys = (temp_dir.encode() + b"/", temp_dir.encode() + b"\0")  # not /tmp/...-12 for job 123
+    picked = {
+        pid
+        for pid, (_, state, cmd) in table.items()
+        if state != "Z" and any(k in cmd for k in keys)
+    }
+    grew = True
+    while grew:
+        grew = False
+        for pid, (ppid, state, _) in table.items():
+            if ppid in picked and pid not in picked and state != "Z":
+                picked.add(pid)
+                grew = True
+    picked.discard(os.getpid())
+    return picked
+
+
+def stop_job_ray(job_id: str, grace_s: float = 3.0) -> int:
+    """Stop this job's Ray processes on this node: SIGTERM, then SIGKILL after `grace_s`.
+
+    Ray's graceful shutdown takes ~10 s and buys nothing here: the driver has finished or
+    been stopped, and results are on disk. Returns how many were found. Idempotent."""
+    pids = _job_ray_pids(ray_temp_dir(job_id))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            table = _proc_table()
+            if not any(p in table and table[p][1] != "Z" for p in pids):
+                return len(pids)
+            time.sleep(0.2)
+    return len(pids)
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def wait_reachable(host: str, port: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if reachable(host, port):
+            return True
+        time.sleep(1.0)
+    return False
+
+
+def routable_ip(host: str) -> str | None:
+    """The host's address if it resolves to a non-loopback one (Debian maps the hostname to
+    127.0.1.1, useless to other nodes); else None, leaving the choice to Ray."""
+    try:
+        ip = socket.gethostbyname(host)
+    except OSError:
+        return None
+    return None if ip.startswith("127.") else ip
