@@ -228,14 +228,19 @@ def _output(argv: list[str]) -> str:
 
 def job_state(run_dir: str | os.PathLike[str]) -> str | None:
     """SLURM's state of the recorded job (PENDING, RUNNING, COMPLETED, ...), or None if there
-    is no record or SLURM does not know the job. Asks sacct, then squeue (sacct lags)."""
+    is no record or SLURM does not know the job.
+
+    Asks squeue first: it is the controller's live view, while sacct learns of a state change
+    only when slurmctld has sent it to slurmdbd (seen here: sacct still said PENDING while the
+    job's driver was already running). A job that has left the queue is asked of sacct.
+    """
     record = read_record(run_dir)
     if record is None:
         return None
     jid = str(record["job_id"])
-    lines = _output(["sacct", "-j", jid, "-n", "-X", "-P", "-o", "State"]).splitlines()
+    lines = _output(["squeue", "-h", "-j", jid, "-o", "%T"]).splitlines()
     if not lines:
-        lines = _output(["squeue", "-h", "-j", jid, "-o", "%T"]).splitlines()
+        lines = _output(["sacct", "-j", jid, "-n", "-X", "-P", "-o", "State"]).splitlines()
     states = [line.split()[0] for line in lines if line.strip()]
     return states[-1] if states else None
 
