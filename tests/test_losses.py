@@ -33,6 +33,7 @@ def test_lambertw_float32_branch_point_and_outside_domain():
     z = torch.tensor([-1 / math.e, 0.0, math.e], dtype=torch.float32)
     np.testing.assert_allclose(lambertw(z).numpy(), [-1.0, 0.0, 1.0], atol=1e-3)
     assert torch.isnan(lambertw(torch.tensor([-0.5], dtype=torch.float64))).all()
+    assert torch.isnan(lambertw(torch.tensor([float("nan")], dtype=torch.float64))).all()
 
 
 def _superloss_objective(sigma, loss, tau, lam):
