@@ -98,3 +98,25 @@ def test_a_swapped_feature_file_is_not_executed_even_with_a_matching_checksum(tm
     with pytest.raises(store.CacheError, match="unreadable feature cache"):
         store.load_features(tmp_path, "key2", 1)
     assert not _Evil.marker.exists()
+
+
+def test_a_finetune_lost_with_its_pretrain_gets_a_failed_row(tmp_path):
+    """The driver's row for fine-tunes whose pre-train failed: typed, keyed, marked failed."""
+    from dataclasses import asdict
+
+    from ltsweep import __version__
+    from ltsweep.engine.ray_driver import _failed_row
+    from ltsweep.plan import make_plan
+    from ltsweep.spec import parse_sweep
+
+    sweep = parse_sweep({"name": "t", "grid": {"ssl": ["simsiam"], "noise": [0.4]}})
+    units = make_plan(sweep).finetunes[:3]
+    rows = [_failed_row(sweep, asdict(u), "pre-train x failed") for u in units]
+    write_rows(tmp_path / "results", "failed-g", rows)
+    assert load_results(tmp_path).empty  # failed units are not results ...
+    table = load_results(tmp_path, include_failed=True)  # ... but are on record
+    assert list(table["unit_key"]) == [u.key for u in units]
+    assert set(table["status"]) == {"failed"} and set(table["error"]) == {"pre-train x failed"}
+    assert list(table["pretrain_key"]) == [u.pretrain_key for u in units]
+    assert list(table["head"]) == [u.head for u in units] and table["acc"].isna().all()
+    assert set(table["version"]) == {__version__}

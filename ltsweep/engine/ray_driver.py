@@ -383,41 +383,27 @@ def _trial_name(trial) -> str:
 
 
 def _failed_row(sweep: Sweep, u: dict, message: str) -> dict:
+    """The row of a fine-tune whose Tune trial died before its worker could write one."""
     import math
 
-    keep = (
-        "unit_key",
-        "pretrain_key",
-        "method",
-        "dataset",
-        "gamma",
-        "noise",
-        "noise_type",
-        "loss",
-        "head",
-        "seed",
-        "data_seed",
-        "epochs",
-        "pretrain_epochs",
+    from ltsweep.results import unit_row
+
+    unit = FinetuneUnit(**u)
+    return unit_row(
+        sweep.name,
+        unit,
+        "two-stage",
+        {},
+        pretrain_key=unit.pretrain_key,
+        head=unit.head,
+        pretrain_epochs=unit.pretrain_epochs,
+        actual_noise=math.nan,
+        n_train=0,
+        status="failed",
+        error=message,
+        seconds=0.0,
+        started="",
     )
-    row = {k: u["key"] if k == "unit_key" else u[k] for k in keep}
-    return {
-        **row,
-        "sweep": sweep.name,
-        "stage": "two-stage",
-        "acc": math.nan,
-        "acc_many": math.nan,
-        "acc_medium": math.nan,
-        "acc_few": math.nan,
-        "actual_noise": math.nan,
-        "n_train": 0,
-        "status": "failed",
-        "error": message,
-        "seconds": 0.0,
-        "started": "",
-        "host": socket.gethostname(),
-        "version": "",
-    }
 
 
 def _heartbeat(run_dir: Path, running: bool, counts: dict | None = None) -> None:
