@@ -40,7 +40,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-FRAGMENT = Path(__file__).resolve().parent / "RESULTS.md"
+from results_md import publish, timed
+
 SECTION = "bench_driver"
 LOSSES = ["ce", "ce+sl", "la", "la+sl"]
 
@@ -84,12 +85,6 @@ def build_sweep(trials: int, noise_levels: int, image_size: int, width: int, gro
     )
 
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
-
-
 def traced(fn: Callable[[], Any]) -> tuple[float, int, Any]:
     """(seconds, tracemalloc peak bytes, result) of fn: Python allocations of the driver."""
     tracemalloc.start()
@@ -124,21 +119,6 @@ def profiled(fn: Callable[[], Any], top: int = 15, focus: str = "") -> tuple[Any
 def maxrss_mib() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def update_fragment(path: Path, section: str, body: str) -> None:
-    """Replace this script's section of the results fragment (or append it), keep the rest."""
-    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
-    text = path.read_text() if path.exists() else "# Benchmark results (fragment)\n"
-    block = f"{start}\n{body.rstrip()}\n{end}\n"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + block + rest.split(end, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -278,10 +258,7 @@ def main(argv: list[str] | None = None) -> None:
             for k, v in profiles.items()
         ]
     )
-    print("\n" + body)
-    if not args.no_fragment:
-        update_fragment(FRAGMENT, SECTION, body)
-        print(f"\nwrote {FRAGMENT}")
+    publish(SECTION, body, write=not args.no_fragment)
 
 
 if __name__ == "__main__":

@@ -28,13 +28,13 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from results_md import publish, timed
 
 from ltsweep import store
 from ltsweep.augment import Normalize
@@ -47,15 +47,8 @@ from ltsweep.selfsup.loop import encode
 from ltsweep.spec import Sweep, load_sweep, parse_sweep
 from ltsweep.work import dataset_for, noisy_labels, training_subset
 
-FRAGMENT = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "bench_features"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
 
 
 def trial_of(u: FinetuneUnit, clean: np.ndarray, num_classes: int) -> Trial:
@@ -139,21 +132,6 @@ class PretrainBench:
             times["train"] += dt_train
             preds[u.key] = pred.cpu()
         return times, preds
-
-
-def update_fragment(path: Path, section: str, body: str) -> None:
-    """Replace this script's section of the results fragment (or append it), keep the rest."""
-    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
-    text = path.read_text() if path.exists() else "# Benchmark results (fragment)\n"
-    block = f"{start}\n{body.rstrip()}\n{end}\n"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + block + rest.split(end, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -258,10 +236,7 @@ def main(argv: list[str] | None = None) -> None:
             "matmuls over the epochs; the frozen-block head (last) is unaffected.",
         ]
     )
-    print("\n" + body)
-    if not args.no_fragment:
-        update_fragment(FRAGMENT, SECTION, body)
-        print(f"\nwrote {FRAGMENT}")
+    publish(SECTION, body, write=not args.no_fragment)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from results_md import publish, timed
 
 from ltsweep.data import long_tail_counts, symmetric_noise
 from ltsweep.finetune import (
@@ -64,7 +65,6 @@ from ltsweep.finetune import (
 from ltsweep.losses import label_prior, superloss
 
 LOSSES = ("ce", "ce+sl", "la", "la+sl")
-FRAGMENT = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "bench_finetune"
 
 StackedFn = Callable[..., torch.Tensor]
@@ -147,12 +147,6 @@ def spread(n: int, k: int) -> list[int]:
 
 
 # --------------------------------------------------------------------------- timing helpers
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
 
 
 def accuracy(preds: torch.Tensor, test_y: np.ndarray) -> np.ndarray:
@@ -356,26 +350,6 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def update_fragment(path: Path, section: str, body: str) -> None:
-    """Replace this script's section of the results fragment (or append it), keep the rest.
-
-    The lead merges fragments into RESULTS.md; sections are delimited by HTML comments so
-    each benchmark script rewrites only its own.
-    """
-    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
-    text = path.read_text() if path.exists() else "# Benchmark results (fragment)\n"
-    block = f"{start}\n{body.rstrip()}\n{end}\n"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        tail = rest.split(end, 1)[1]
-        text = head + block + tail.lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def environment(load_start: tuple[float, ...]) -> str:
@@ -792,10 +766,7 @@ def main(argv: list[str] | None = None) -> None:
         for label, fn, h, tr, init in profiles:
             body += f"\n\n<details><summary>torch.profiler, (c) {label}</summary>\n\n```\n"
             body += profile_epoch(fn, p, h, tr, init) + "```\n</details>"
-    print("\n" + body)
-    if not args.no_fragment:
-        update_fragment(FRAGMENT, SECTION, body)
-        print(f"\nwrote {FRAGMENT}")
+    publish(SECTION, body, write=not args.no_fragment)
 
 
 if __name__ == "__main__":
