@@ -232,15 +232,23 @@ def test_sweep_job_runs_its_driver_on_a_ray_cluster(
     assert slurm.stop_job_ray(job.job_id) == 0  # the job stopped its own Ray
 
 
+def start_waiting_job(
+    profile: ClusterProfile, sweep_file: Path, tmp_path: Path, job_ids: list[str]
+) -> tuple[Any, Path]:
+    """Submit a job whose driver waits to be stopped; return (job, run_dir) once it runs."""
+    run_dir = tmp_path / "run"
+    job = slurm.submit_sweep(
+        sweep_file, run_dir, tmp_path / "cache", profile, driver=waiting_driver
+    )
+    job_ids.append(job.job_id)
+    wait_until((run_dir / "driver-started-0").exists, 120, "the driver to start")
+    return job, run_dir
+
+
 def test_sweep_job_stops_its_driver_and_requeues(
     local_profile: ClusterProfile, sweep_file: Path, tmp_path: Path, job_ids: list[str]
 ) -> None:
-    run_dir = tmp_path / "run"
-    job = slurm.submit_sweep(
-        sweep_file, run_dir, tmp_path / "cache", local_profile, driver=waiting_driver
-    )
-    job_ids.append(job.job_id)
-    wait_until((run_dir / "driver-started-0").exists, 120, "the driver's first run")
+    job, run_dir = start_waiting_job(local_profile, sweep_file, tmp_path, job_ids)
     signal_time_limit(job.job_id)
     release_requeued(job.job_id)
     assert result_within(job) == {"restart": 1}
@@ -251,13 +259,8 @@ def test_sweep_job_stops_its_driver_and_requeues(
 def test_sweep_job_gives_up_after_max_requeues(
     local_profile: ClusterProfile, sweep_file: Path, tmp_path: Path, job_ids: list[str]
 ) -> None:
-    run_dir = tmp_path / "run"
     profile = local_profile.model_copy(update={"max_requeues": 0})
-    job = slurm.submit_sweep(
-        sweep_file, run_dir, tmp_path / "cache", profile, driver=waiting_driver
-    )
-    job_ids.append(job.job_id)
-    wait_until((run_dir / "driver-started-0").exists, 120, "the driver's first run")
+    job, run_dir = start_waiting_job(profile, sweep_file, tmp_path, job_ids)
     signal_time_limit(job.job_id)
     wait_until(job.done, JOB_TIMEOUT_S, "the job to end")
     with pytest.raises(Exception, match="checkpoint function returned None"):
@@ -270,12 +273,7 @@ def test_sweep_job_gives_up_after_max_requeues(
 def test_cancel_keeps_the_run_folder(
     local_profile: ClusterProfile, sweep_file: Path, tmp_path: Path, job_ids: list[str]
 ) -> None:
-    run_dir = tmp_path / "run"
-    job = slurm.submit_sweep(
-        sweep_file, run_dir, tmp_path / "cache", local_profile, driver=waiting_driver
-    )
-    job_ids.append(job.job_id)
-    wait_until((run_dir / "driver-started-0").exists, 120, "the driver to start")
+    job, run_dir = start_waiting_job(local_profile, sweep_file, tmp_path, job_ids)
     assert slurm.job_state(run_dir) == "RUNNING"
     before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*") if p.is_file())
     assert slurm.cancel(run_dir) == job.job_id
