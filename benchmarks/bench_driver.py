@@ -48,7 +48,7 @@ LOSSES = ["ce", "ce+sl", "la", "la+sl"]
 
 def build_sweep(trials: int, noise_levels: int, image_size: int, width: int, group: int) -> Any:
     """One tiny pre-train and `trials` fine-tunes (rounded up to a whole grid)."""
-    from ltsweep.spec import parse_sweep
+    from ltsweep.sweep.schema import parse_sweep
 
     seeds = -(-trials // (noise_levels * len(LOSSES)))
     return parse_sweep(
@@ -138,9 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     rss_start = maxrss_mib()
     t_import, _ = timed(lambda: __import__("ltsweep.engine.ray_driver"))
     from ltsweep.engine.ray_driver import prepare_run, run_sweep
-    from ltsweep.plan import make_plan
-    from ltsweep.results import read_table, stored_keys
-    from ltsweep.state import assess
+    from ltsweep.planning.plan import make_plan
+    from ltsweep.planning.state import assess
+    from ltsweep.store.results import read_table, stored_keys
 
     sweep = build_sweep(args.trials, args.noise_levels, args.image_size, args.width, args.group)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-driver-"))

@@ -36,16 +36,16 @@ import numpy as np
 import torch
 from results_md import publish, timed
 
-from ltsweep import store
 from ltsweep.augment import Normalize
 from ltsweep.device import pick_device
-from ltsweep.finetune import HeadSpec, Trial, train_reference, train_stacked
 from ltsweep.models.resnet import build_encoder
-from ltsweep.plan import FinetuneUnit, PretrainUnit, group_finetunes, make_plan
-from ltsweep.selfsup.base import build_method
-from ltsweep.selfsup.loop import encode
-from ltsweep.spec import Sweep, load_sweep, parse_sweep
-from ltsweep.work import dataset_for, noisy_labels, training_subset
+from ltsweep.planning.plan import FinetuneUnit, PretrainUnit, group_finetunes, make_plan
+from ltsweep.store import cache as store
+from ltsweep.sweep.schema import Sweep, load_sweep, parse_sweep
+from ltsweep.train.finetune import HeadSpec, Trial, train_reference, train_stacked
+from ltsweep.train.selfsup.base import build_method
+from ltsweep.train.selfsup.loop import encode
+from ltsweep.units.pretrain import dataset_for, noisy_labels, training_subset
 
 SECTION = "bench_features"
 ROOT = Path(__file__).resolve().parent.parent

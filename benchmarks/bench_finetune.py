@@ -55,14 +55,14 @@ import torch.nn.functional as F
 from results_md import publish, timed
 
 from ltsweep.data import long_tail_counts, symmetric_noise
-from ltsweep.finetune import (
+from ltsweep.losses import label_prior, superloss
+from ltsweep.train.finetune import (
     HeadSpec,
     Trial,
     _batches,
     train_reference,
     train_stacked,
 )
-from ltsweep.losses import label_prior, superloss
 
 LOSSES = ("ce", "ce+sl", "la", "la+sl")
 SECTION = "bench_finetune"
@@ -238,9 +238,9 @@ def _tune_trial(config: dict[str, Any], features_path: str) -> None:
     from ray import tune as _tune
 
     from ltsweep.data import symmetric_noise as _noise
-    from ltsweep.finetune import HeadSpec as _HeadSpec
-    from ltsweep.finetune import Trial as _Trial
-    from ltsweep.finetune import train_stacked as _train
+    from ltsweep.train.finetune import HeadSpec as _HeadSpec
+    from ltsweep.train.finetune import Trial as _Trial
+    from ltsweep.train.finetune import train_stacked as _train
 
     start = _time.time()
     _torch.set_num_threads(1)  # what ltsweep's use_threads does for a 1-CPU trial

@@ -31,9 +31,9 @@ from ltsweep.augment import Normalize, two_views
 from ltsweep.data.base import ArrayImageSet
 from ltsweep.device import autocast, pick_device, to_device
 from ltsweep.models.resnet import build_encoder
-from ltsweep.selfsup.base import REGISTRY, SSLMethod, build_method
-from ltsweep.selfsup.loop import make_optimizer
-from ltsweep.ssl_config import SSL_SETTINGS, SSLSettings
+from ltsweep.sweep.ssl_settings import SSL_SETTINGS, SSLSettings
+from ltsweep.train.selfsup.base import REGISTRY, SSLMethod, build_method
+from ltsweep.train.selfsup.loop import make_optimizer
 
 MEAN = (0.49, 0.48, 0.45)
 STD = (0.25, 0.24, 0.26)

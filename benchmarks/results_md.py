@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ltsweep.atomic import atomic_path
+from ltsweep.store.atomic import atomic_path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 

@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 
 def load_results(run_dir, include_failed: bool = False):
     """The results table of a run folder as a pandas DataFrame (see ltsweep.results)."""
-    from ltsweep.results import load_results as _load
+    from ltsweep.store.results import load_results as _load
 
     return _load(run_dir, include_failed=include_failed)
 

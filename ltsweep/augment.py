@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ltsweep.ssl_config import AugmentSettings
+from ltsweep.sweep.ssl_settings import AugmentSettings
 
 _GRAY = torch.tensor([0.299, 0.587, 0.114])
 _RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from ltsweep.spec import SpecError, Sweep, check_data_root, load_sweep
+from ltsweep.sweep.schema import SpecError, Sweep, check_data_root, load_sweep
 
 EXIT_USAGE = 2
 
@@ -25,15 +25,15 @@ def _run_dir(sweep: Sweep, given: str | None) -> Path:
 
 
 def _cache_dir(run_dir: Path, given: str | None) -> Path:
-    from ltsweep.store import default_cache_dir
+    from ltsweep.store.cache import default_cache_dir
 
     return Path(given) if given else default_cache_dir(run_dir)
 
 
 def _load_run(run_dir: Path) -> tuple[Sweep, Path]:
     """The frozen sweep and the cache of an existing run folder."""
-    from ltsweep.spec import parse_sweep
-    from ltsweep.store import run_cache_dir
+    from ltsweep.store.cache import run_cache_dir
+    from ltsweep.sweep.schema import parse_sweep
 
     frozen = run_dir / "sweep.yaml"
     if not frozen.is_file():
@@ -46,7 +46,7 @@ def _load_run(run_dir: Path) -> tuple[Sweep, Path]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ltsweep.describe import describe_plan
+    from ltsweep.planning.describe import describe_plan
 
     sweep = load_sweep(args.sweep)
     check_data_root(sweep, args.sweep)
@@ -95,8 +95,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_on_cluster(args: argparse.Namespace, sweep: Sweep, run_dir: Path, cache_dir: Path) -> int:
-    from ltsweep.cluster_profile import load_profile
     from ltsweep.engine import slurm
+    from ltsweep.sweep.cluster_profile import load_profile
 
     profile = load_profile(args.cluster)
     job = slurm.submit_sweep(Path(args.sweep), run_dir, cache_dir, profile)
@@ -111,7 +111,7 @@ def _run_on_cluster(args: argparse.Namespace, sweep: Sweep, run_dir: Path, cache
 
 
 def _results_text(run_dir: Path) -> str:
-    from ltsweep.results_view import pivot_text
+    from ltsweep.store.results import pivot_text
 
     return pivot_text(run_dir)
 
@@ -125,14 +125,14 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ltsweep.plan import make_plan
-    from ltsweep.state import assess
+    from ltsweep.planning.plan import make_plan
+    from ltsweep.planning.state import assess
 
     run_dir = Path(args.run_dir)
     sweep, cache_dir = _load_run(run_dir)
     plan = make_plan(sweep)
     try:
-        from ltsweep.baselines.unit import plan_baselines
+        from ltsweep.units.baseline import plan_baselines
 
         plan.baselines = plan_baselines(sweep)
     except ImportError:

@@ -19,7 +19,7 @@ def pivot(df):
 
 
 def pivot_text(run_dir: str | Path) -> str:
-    from ltsweep.results import load_results
+    from ltsweep.store.results import load_results
 
     df = load_results(run_dir)
     if df.empty:

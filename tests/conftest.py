@@ -67,7 +67,7 @@ def slurm_cluster() -> str:
     if "UP" not in ping.stdout:
         said = (ping.stdout.strip().splitlines() or [ping.stderr.strip()])[0]
         pytest.skip(f"the SLURM controller does not answer ({said}): bash cluster/start-slurm.sh")
-    from ltsweep.cluster_profile import load_profile
+    from ltsweep.sweep.cluster_profile import load_profile
 
     partition = load_profile(LOCAL_PROFILE).partition
     state = subprocess.run(

@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from ltsweep.baseline_config import BaselineSettings, DivideMixSettings, ELRSettings
-from ltsweep.baselines import plan_baselines, run_baseline
-from ltsweep.baselines import unit as unit_mod
-from ltsweep.baselines.common import Backbone, Budget, TrainSet, crop_flip, epoch_lr
-from ltsweep.baselines.dividemix import (
+from ltsweep.data import long_tail_indices, symmetric_noise
+from ltsweep.data.digits import load_digits_dataset
+from ltsweep.losses import superloss_sigma
+from ltsweep.sweep.baseline_settings import BaselineSettings, DivideMixSettings, ELRSettings
+from ltsweep.sweep.schema import parse_sweep
+from ltsweep.train.baselines import plan_baselines, run_baseline
+from ltsweep.train.baselines.common import Backbone, Budget, TrainSet, crop_flip, epoch_lr
+from ltsweep.train.baselines.dividemix import (
     DivideMixParams,
     clean_probability,
     co_guess,
@@ -29,12 +32,9 @@ from ltsweep.baselines.dividemix import (
     sharpen,
     train_dividemix,
 )
-from ltsweep.baselines.elr import ELRParams, elr_loss, train_elr, update_targets
-from ltsweep.baselines.supervised import LossParams, supervised_loss, train_supervised
-from ltsweep.data import long_tail_indices, symmetric_noise
-from ltsweep.data.digits import load_digits_dataset
-from ltsweep.losses import superloss_sigma
-from ltsweep.spec import parse_sweep
+from ltsweep.train.baselines.elr import ELRParams, elr_loss, train_elr, update_targets
+from ltsweep.train.baselines.supervised import LossParams, supervised_loss, train_supervised
+from ltsweep.units import baseline as unit_mod
 
 BACKBONE = Backbone("resnet18", 8, "cifar")
 CPU = torch.device("cpu")
@@ -137,7 +137,7 @@ def test_plan_baselines_keys():
 
 def test_plan_imports_no_torch():
     code = (
-        "import sys; from ltsweep.spec import parse_sweep; from ltsweep.baselines import "
+        "import sys; from ltsweep.sweep.schema import parse_sweep; from ltsweep.units.baseline import "
         "plan_baselines; s = parse_sweep({'name': 'x', 'baselines': {'methods': ['dividemix']}}); "
         "assert plan_baselines(s); assert 'torch' not in sys.modules"
     )
@@ -346,9 +346,9 @@ def test_baseline_and_finetune_train_on_the_same_labels(tmp_path, monkeypatch):
     """run_finetunes and run_baseline of one cell see identical noisy labels; the row is well-formed."""
     import pandas as pd
 
-    from ltsweep import work
-    from ltsweep.plan import make_plan
-    from ltsweep.results import load_results
+    from ltsweep.planning.plan import make_plan
+    from ltsweep.store.results import load_results
+    from ltsweep.units import pretrain as work
 
     sweep = parse_sweep(
         {
@@ -422,8 +422,8 @@ def test_baseline_and_finetune_train_on_the_same_labels(tmp_path, monkeypatch):
 
 
 def test_failed_baseline_writes_a_failed_row(tmp_path, monkeypatch):
-    from ltsweep import work
-    from ltsweep.results import load_results
+    from ltsweep.store.results import load_results
+    from ltsweep.units import pretrain as work
 
     sweep = _sweep(methods=["ce"], epochs=1)
     ctx = work.RunContext(sweep, tmp_path / "run", tmp_path / "cache")

@@ -11,9 +11,9 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
-from ltsweep.cluster_profile import ClusterProfile, load_profile, parse_profile
 from ltsweep.engine import slurm
-from ltsweep.spec import SpecError
+from ltsweep.sweep.cluster_profile import ClusterProfile, load_profile, parse_profile
+from ltsweep.sweep.schema import SpecError
 
 CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
 HOSTS = ["gpu-a01", "gpu-a02", "gpu-a03", "gpu-a04"]
@@ -126,7 +126,7 @@ def test_memory_in_sbatch_syntax() -> None:
 
 
 def test_no_torch_import() -> None:
-    code = "import sys, ltsweep.cluster_profile; print('torch' in sys.modules)"
+    code = "import sys, ltsweep.sweep.cluster_profile; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -271,7 +271,7 @@ def test_no_record_means_no_job(tmp_path: Path) -> None:
 
 
 def test_checkpoint_stops_the_driver_and_counts_requeues(tmp_path: Path) -> None:
-    from ltsweep.spec import Sweep
+    from ltsweep.sweep.schema import Sweep
 
     prof = parse_profile({"partition": "d", "cpus_per_node": 1, "time_limit": 5, "max_requeues": 1})
     job = slurm.SweepJob(Sweep(name="t"), tmp_path, tmp_path / "cache", prof)
@@ -296,7 +296,7 @@ def test_checkpoint_stops_the_driver_and_counts_requeues(tmp_path: Path) -> None
 def test_worker_waits_for_the_driver_or_a_lost_head(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ltsweep.spec import Sweep
+    from ltsweep.sweep.schema import Sweep
 
     prof = parse_profile({"partition": "d", "cpus_per_node": 1, "time_limit": 5})
     job = slurm.SweepJob(Sweep(name="t"), tmp_path, tmp_path / "cache", prof)

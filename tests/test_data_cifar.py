@@ -177,7 +177,7 @@ def test_protocol2_python3_globals(tmp_path: Path) -> None:
 
 
 def test_dispatcher(tmp_path: Path) -> None:
-    from ltsweep.spec import DataSettings
+    from ltsweep.sweep.schema import DataSettings
 
     write_cifar10(tmp_path)
     ds = load_dataset(DataSettings(dataset="cifar10", root=str(tmp_path)))

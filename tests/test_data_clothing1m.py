@@ -139,7 +139,7 @@ def test_image_set_details(tree: tuple[Path, dict]) -> None:
 
 
 def test_dispatcher(tree: tuple[Path, dict]) -> None:
-    from ltsweep.spec import DataSettings
+    from ltsweep.sweep.schema import DataSettings
 
     root, _ = tree
     ds = load_dataset(DataSettings(dataset="clothing1m", root=str(root), image_size=64))

@@ -13,8 +13,8 @@ import pytest
 from conftest import TINY_SWEEP, ltsweep_cmd
 
 import ltsweep
-from ltsweep.plan import make_plan
-from ltsweep.spec import load_sweep
+from ltsweep.planning.plan import make_plan
+from ltsweep.sweep.schema import load_sweep
 
 TINY = TINY_SWEEP
 pytestmark = pytest.mark.slow

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from ltsweep.baselines.unit import plan_baselines
-from ltsweep.describe import describe_plan
-from ltsweep.estimate import (
+from ltsweep.planning.describe import describe_plan
+from ltsweep.planning.plan import make_plan
+from ltsweep.sweep.estimate import (
     Costs,
     estimate,
     mlp_macs,
@@ -19,8 +19,8 @@ from ltsweep.estimate import (
     ssl_flops,
     subset_size,
 )
-from ltsweep.plan import make_plan
-from ltsweep.spec import parse_sweep
+from ltsweep.sweep.schema import parse_sweep
+from ltsweep.units.baseline import plan_baselines
 
 
 def _torch_flops(module, *inputs) -> int:
@@ -64,8 +64,8 @@ def test_ssl_forward_count_matches_flop_counter(method):
     import torch
 
     from ltsweep.models.resnet import build_encoder
-    from ltsweep.selfsup.base import build_method
-    from ltsweep.ssl_config import SSL_SETTINGS
+    from ltsweep.sweep.ssl_settings import SSL_SETTINGS
+    from ltsweep.train.selfsup.base import build_method
 
     extra = {"pred_hidden": 8} if method != "simclr" else {}
     settings = SSL_SETTINGS[method](proj_hidden=32, proj_dim=16, **extra)
@@ -94,7 +94,7 @@ def test_subset_sizes_follow_the_long_tail_profile():
 
 def test_digits_pool_is_the_smallest_class_after_the_test_split():
     from ltsweep.data.digits import load_digits_dataset
-    from ltsweep.spec import DataSettings
+    from ltsweep.sweep.schema import DataSettings
 
     for per_class in (20, 40):
         data = load_digits_dataset(image_size=8, test_per_class=per_class)
@@ -185,7 +185,7 @@ def test_estimate_line_of_the_paper_grids():
 
 
 def test_plan_prints_what_is_still_to_run(tmp_path):
-    from ltsweep import store
+    from ltsweep.store import cache as store
 
     sweep = parse_sweep(TINY)
     run, cache = tmp_path / "run", tmp_path / "cache"
@@ -203,8 +203,9 @@ def test_plan_prints_what_is_still_to_run(tmp_path):
 
 def test_estimate_imports_no_torch():
     code = (
-        "import sys; from ltsweep.spec import parse_sweep; from ltsweep.plan import make_plan; "
-        "from ltsweep.estimate import estimate; s = parse_sweep({'name': 'x'}); p = make_plan(s); "
+        "import sys; from ltsweep.sweep.schema import parse_sweep; "
+        "from ltsweep.planning.plan import make_plan; "
+        "from ltsweep.sweep.estimate import estimate; s = parse_sweep({'name': 'x'}); p = make_plan(s); "
         "print(estimate(s, p.pretrains, p.finetunes).line()); assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

@@ -6,9 +6,10 @@ import math
 
 import torch
 
-from ltsweep import store, work
-from ltsweep.plan import group_finetunes, make_plan
-from ltsweep.spec import parse_sweep
+from ltsweep.planning.plan import group_finetunes, make_plan
+from ltsweep.store import cache as store
+from ltsweep.sweep.schema import parse_sweep
+from ltsweep.units import pretrain as work
 
 SWEEP = {
     "name": "fe",

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ltsweep.data import symmetric_noise
-from ltsweep.finetune import (
+from ltsweep.train.finetune import (
     CHUNK_COST,
     HeadSpec,
     Trial,
@@ -16,7 +16,7 @@ from ltsweep.finetune import (
     train_reference,
     train_stacked,
 )
-from ltsweep.stacked_adam import StackedAdam, stacked_optimizer
+from ltsweep.train.stacked_adam import StackedAdam, stacked_optimizer
 
 C, D, H = 5, 16, 32
 
@@ -113,7 +113,7 @@ def test_equal_seed_groups_are_neither_padded_nor_split():
 def test_uneven_seeds_and_per_trial_lr_match_reference(features, mode, lr, monkeypatch):
     """Padded chunks (5 trials of seed 0, 2 of seed 1, chunks of 2) and per-trial lr / weight
     decay (the StackedAdam path) still give every trial its own result."""
-    import ltsweep.finetune as ft
+    import ltsweep.train.finetune as ft
 
     xtr, xte, ytr, _, head_init = features
     head = HeadSpec(mode, epochs=3, batch_size=64)
@@ -173,7 +173,7 @@ def test_stacked_adam_is_torch_adam_row_by_row():
 
 _PEAK = r"""
 import re, sys, torch, numpy as np
-from ltsweep.finetune import HeadSpec, Trial, train_stacked
+from ltsweep.train.finetune import HeadSpec, Trial, train_stacked
 T, n, d, h, c = int(sys.argv[1]), int(sys.argv[2]), 512, 2048, 10
 torch.set_num_threads(1)
 g = torch.Generator().manual_seed(0)
@@ -197,9 +197,9 @@ def test_group_memory_estimate_is_near_the_measured_peak():
     import subprocess
     import sys
 
-    from ltsweep.estimate import finetune_bytes, subset_size
-    from ltsweep.plan import make_plan
-    from ltsweep.spec import load_sweep
+    from ltsweep.planning.plan import make_plan
+    from ltsweep.sweep.estimate import finetune_bytes, subset_size
+    from ltsweep.sweep.schema import load_sweep
 
     sweep = load_sweep("sweeps/cifar10.yaml")
     unit = next(u for u in make_plan(sweep).finetunes if u.head == "full" and u.gamma == 100)

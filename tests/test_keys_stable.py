@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ltsweep.baselines.unit import plan_baselines
 from ltsweep.engine.ray_driver import group_name
-from ltsweep.plan import finetune_groups, make_plan
-from ltsweep.spec import load_sweep, parse_sweep
+from ltsweep.planning.plan import finetune_groups, make_plan
+from ltsweep.sweep.schema import load_sweep, parse_sweep
+from ltsweep.units.baseline import plan_baselines
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ltsweep import work
-from ltsweep.baselines import unit as unit_mod
-from ltsweep.baselines.unit import plan_baselines
 from ltsweep.data import long_tail_indices
 from ltsweep.data.base import ArrayImageSet, DataError, Dataset
-from ltsweep.plan import content_key, make_plan
-from ltsweep.spec import SpecError, check_data_root, parse_sweep
+from ltsweep.planning.plan import content_key, make_plan
+from ltsweep.sweep.schema import SpecError, check_data_root, parse_sweep
+from ltsweep.units import baseline as unit_mod
+from ltsweep.units import pretrain as work
+from ltsweep.units.baseline import plan_baselines
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CIFAR10N = SHARED / "data" / "cifar-n" / "cifar10n_labels.npz"
@@ -261,7 +261,7 @@ def _fake_cifar10() -> Dataset:
 def test_finetunes_and_baselines_get_the_same_file_labels(tmp_path, label_npz, monkeypatch):
     import torch
 
-    from ltsweep import store
+    from ltsweep.store import cache as store
 
     monkeypatch.setenv("LTSWEEP_DATA", str(tmp_path))
     sweep = _sweep(label_npz)

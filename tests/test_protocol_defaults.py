@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ltsweep.baseline_config import DivideMixSettings, ELRSettings
-from ltsweep.spec import DataSettings, LossSettings, parse_sweep
-from ltsweep.ssl_config import SSL_SETTINGS
+from ltsweep.sweep.baseline_settings import DivideMixSettings, ELRSettings
+from ltsweep.sweep.schema import DataSettings, LossSettings, parse_sweep
+from ltsweep.sweep.ssl_settings import SSL_SETTINGS
 
 PROTOCOL = Path(__file__).resolve().parents[2] / "shared" / "PROTOCOL.md"
 #: the protocol's method names -> ours
@@ -161,8 +161,8 @@ def test_image_size_defaults_by_dataset():
 
 
 def test_default_image_size_keeps_digits_and_cifar_keys():
-    from ltsweep.baselines.unit import plan_baselines
-    from ltsweep.plan import make_plan
+    from ltsweep.planning.plan import make_plan
+    from ltsweep.units.baseline import plan_baselines
 
     def keys(data):
         sweep = parse_sweep({"name": "k", "data": data, "baselines": {"methods": ["ce"]}})
@@ -177,7 +177,7 @@ def test_default_image_size_keeps_digits_and_cifar_keys():
 
 
 def test_sl_threshold_default_is_log_c():
-    from ltsweep.plan import make_plan
+    from ltsweep.planning.plan import make_plan
 
     plan = make_plan(parse_sweep({"name": "t", "data": {"dataset": "cifar100"}}))
     assert {u.sl_threshold for u in plan.finetunes} == {math.log(100)}

@@ -29,7 +29,7 @@ from ltsweep.report import (
     table1_clothing1m,
     write_report,
 )
-from ltsweep.results import load_results, write_rows
+from ltsweep.store.results import load_results, write_rows
 
 GAMMAS = {"cifar10": [1.0, 50.0, 100.0], "cifar100": [1.0, 10.0]}
 NOISES = [0.0, 0.2, 0.6, 0.9]
@@ -330,7 +330,7 @@ def test_write_report(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 
     import torch
 
-    from ltsweep.store import save_features
+    from ltsweep.store.cache import save_features
 
     # features for every SimSiam encoder except CIFAR-100's, in the real cache layout
     cache = tmp_path / "cache"
@@ -369,7 +369,7 @@ def test_write_report(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_write_report_skips_what_is_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "ltsweep.store", None)  # import fails
+    monkeypatch.setitem(sys.modules, "ltsweep.store.cache", None)  # import fails
     _, one = _rows()
     run = tmp_path / "run"
     write_rows(run / "results", "one", [r for r in one if r["dataset"] == "cifar10"])

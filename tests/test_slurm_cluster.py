@@ -21,8 +21,8 @@ import cloudpickle
 import pytest
 import submitit
 
-from ltsweep.cluster_profile import ClusterProfile, load_profile
 from ltsweep.engine import slurm
+from ltsweep.sweep.cluster_profile import ClusterProfile, load_profile
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 LOCAL_PROFILE = Path(__file__).resolve().parents[1] / "cluster" / "local.yaml"

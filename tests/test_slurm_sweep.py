@@ -14,8 +14,8 @@ from test_slurm_cluster import job_fields, release_requeued, wait_until
 
 import ltsweep
 from ltsweep.engine import slurm
-from ltsweep.plan import make_plan
-from ltsweep.spec import load_sweep
+from ltsweep.planning.plan import make_plan
+from ltsweep.sweep.schema import load_sweep
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 PROFILE = Path(__file__).resolve().parents[1] / "cluster" / "local.yaml"

@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from ltsweep.selfsup.barlow import barlow_loss
-from ltsweep.selfsup.byol import BYOL, byol_loss, ema_momentum, ema_update
-from ltsweep.selfsup.loop import make_optimizer
-from ltsweep.selfsup.simclr import nt_xent
-from ltsweep.selfsup.simsiam import negative_cosine
-from ltsweep.ssl_config import BYOLSettings
+from ltsweep.sweep.ssl_settings import BYOLSettings
+from ltsweep.train.selfsup.barlow import barlow_loss
+from ltsweep.train.selfsup.byol import BYOL, byol_loss, ema_momentum, ema_update
+from ltsweep.train.selfsup.loop import make_optimizer
+from ltsweep.train.selfsup.simclr import nt_xent
+from ltsweep.train.selfsup.simsiam import negative_cosine
 
 Z1 = [[1.0, 2.0, 0.5], [-0.5, 1.0, 2.0], [0.3, -1.0, 1.0]]
 Z2 = [[0.8, 1.5, 1.0], [0.2, 1.2, 1.5], [-1.0, 0.4, 0.9]]
@@ -54,7 +54,7 @@ def test_nt_xent_matches_hand_computation(temperature: float) -> None:
 
 
 def test_nt_xent_temperature_changes_the_loss_and_default_is_half() -> None:
-    from ltsweep.ssl_config import SimCLRSettings
+    from ltsweep.sweep.ssl_settings import SimCLRSettings
 
     assert SimCLRSettings().temperature == 0.5
     values = {tau: float(nt_xent(t(Z1), t(Z2), tau)) for tau in (0.1, 0.5, 2.0)}

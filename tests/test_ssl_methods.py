@@ -19,9 +19,9 @@ from ltsweep.augment import Normalize
 from ltsweep.data.digits import load_digits_dataset
 from ltsweep.data.imbalance import long_tail_indices
 from ltsweep.models.resnet import build_encoder
-from ltsweep.selfsup.base import SSLMethod, build_method
-from ltsweep.selfsup.loop import Batches, PretrainState, monitor, pretrain
-from ltsweep.ssl_config import SSL_SETTINGS, AugmentSettings, SSLSettings
+from ltsweep.sweep.ssl_settings import SSL_SETTINGS, AugmentSettings, SSLSettings
+from ltsweep.train.selfsup.base import SSLMethod, build_method
+from ltsweep.train.selfsup.loop import Batches, PretrainState, monitor, pretrain
 
 METHODS = ["simsiam", "simclr", "byol", "barlow"]
 CPU = torch.device("cpu")

@@ -7,9 +7,9 @@ import pickle
 import pytest
 import torch
 
-from ltsweep import store
-from ltsweep.atomic import atomic_path, cleanup_temp
-from ltsweep.results import load_results, prune_failed, read_table, write_rows
+from ltsweep.store import cache as store
+from ltsweep.store.atomic import atomic_path, cleanup_temp
+from ltsweep.store.results import load_results, prune_failed, read_table, write_rows
 
 
 def _row(key, status="ok", acc=0.5):
@@ -106,8 +106,8 @@ def test_a_finetune_lost_with_its_pretrain_gets_a_failed_row(tmp_path):
 
     from ltsweep import __version__
     from ltsweep.engine.ray_driver import _failed_row
-    from ltsweep.plan import make_plan
-    from ltsweep.spec import parse_sweep
+    from ltsweep.planning.plan import make_plan
+    from ltsweep.sweep.schema import parse_sweep
 
     sweep = parse_sweep({"name": "t", "grid": {"ssl": ["simsiam"], "noise": [0.4]}})
     units = make_plan(sweep).finetunes[:3]

@@ -39,13 +39,13 @@ from ray import tune  # noqa: E402
 from ray.tune import Callback, Stopper  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
-from ltsweep.atomic import cleanup_temp, write_json, write_text
 from ltsweep.engine.progress import Progress
-from ltsweep.plan import FinetuneUnit, PretrainUnit, finetune_groups, make_plan
-from ltsweep.results import prune_failed, write_rows
-from ltsweep.spec import SpecError, Sweep, check_data_root
-from ltsweep.state import assess
-from ltsweep.store import CacheError
+from ltsweep.planning.plan import FinetuneUnit, PretrainUnit, finetune_groups, make_plan
+from ltsweep.planning.state import assess
+from ltsweep.store.atomic import cleanup_temp, write_json, write_text
+from ltsweep.store.cache import CacheError
+from ltsweep.store.results import prune_failed, write_rows
+from ltsweep.sweep.schema import SpecError, Sweep, check_data_root
 
 log = logging.getLogger("ltsweep.driver")
 
@@ -84,7 +84,7 @@ def _trainable(config: dict, ctx_blob: dict) -> None:
     from ray import tune
 
     from ltsweep.device import use_threads
-    from ltsweep.work import RunContext, run_finetunes, run_pretrain
+    from ltsweep.units.pretrain import RunContext, run_finetunes, run_pretrain
 
     sweep = Sweep.model_validate(ctx_blob["sweep"])
     ctx = RunContext(sweep, Path(ctx_blob["run_dir"]), Path(ctx_blob["cache_dir"]))
@@ -101,7 +101,7 @@ def _trainable(config: dict, ctx_blob: dict) -> None:
     elif kind == "finetune":
         run_finetunes(ctx, [FinetuneUnit(**u) for u in config["units"]], config["name"])
     elif kind == "baseline":
-        from ltsweep.baselines.unit import BaselineUnit, run_baseline
+        from ltsweep.units.baseline import BaselineUnit, run_baseline
 
         run_baseline(ctx, BaselineUnit(**config["unit"]))
     else:
@@ -185,7 +185,7 @@ def prepare_run(sweep: Sweep, run_dir: Path, cache_dir: Path):
     check_data_root(sweep)
     plan = make_plan(sweep)
     try:
-        from ltsweep.baselines.unit import plan_baselines
+        from ltsweep.units.baseline import plan_baselines
     except ImportError:
         plan_baselines = None
     if plan_baselines is not None:
@@ -386,7 +386,7 @@ def _failed_row(sweep: Sweep, u: dict, message: str) -> dict:
     """The row of a fine-tune whose Tune trial died before its worker could write one."""
     import math
 
-    from ltsweep.results import unit_row
+    from ltsweep.store.results import unit_row
 
     unit = FinetuneUnit(**u)
     return unit_row(

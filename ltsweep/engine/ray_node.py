@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ltsweep.cluster_profile import RAY_PORT_BLOCK, ClusterProfile
+from ltsweep.sweep.cluster_profile import RAY_PORT_BLOCK, ClusterProfile
 
 #: job-derived Ray ports stay in [low, high): above common services, below Linux's ephemeral
 #: range (32768-60999), where the kernel picks outgoing ports that could steal ours

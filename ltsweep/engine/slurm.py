@@ -29,8 +29,6 @@ from typing import Any
 import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from ltsweep.atomic import write_json
-from ltsweep.cluster_profile import ClusterProfile, load_profile
 from ltsweep.engine.ray_node import (
     ray_ports,
     reachable,
@@ -39,6 +37,8 @@ from ltsweep.engine.ray_node import (
     stop_job_ray,
     wait_reachable,
 )
+from ltsweep.store.atomic import write_json
+from ltsweep.sweep.cluster_profile import ClusterProfile, load_profile
 
 SLURM_JSON = "slurm.json"
 LOG_SUBDIR = Path("logs") / "slurm"
@@ -186,7 +186,7 @@ def submit_sweep(
     The sweep is validated and frozen here (a bad file fails before queueing, and editing
     it later does not change a queued job). `driver` replaces ray_driver.run_sweep (tests).
     """
-    from ltsweep.spec import load_sweep
+    from ltsweep.sweep.schema import load_sweep
 
     sweep = load_sweep(sweep_path)
     prof = profile if isinstance(profile, ClusterProfile) else load_profile(profile)

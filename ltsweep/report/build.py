@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ltsweep.atomic import atomic_path, write_text
 from ltsweep.report import figures as F
 from ltsweep.report.paper import compare_with_paper
-from ltsweep.results import load_results
+from ltsweep.store.atomic import atomic_path, write_text
+from ltsweep.store.results import load_results
 
 __all__ = ["write_report", "tsne_features", "FIGURE_NAMES"]
 
@@ -269,11 +269,11 @@ def tsne_features(
     if two.empty:
         return {}, [("fig78_tsne", "no two-stage rows, so no pre-trained encoder to project")]
     try:
-        store = importlib.import_module("ltsweep.store")
+        store = importlib.import_module("ltsweep.store.cache")
     except ImportError as err:
         return {}, [("fig78_tsne", f"feature store not available ({err})")]
     if store is None or not hasattr(store, "load_features"):
-        return {}, [("fig78_tsne", "feature store not available (no ltsweep.store.load_features)")]
+        return {}, [("fig78_tsne", "feature store not available (no ltsweep.store.cache.load_features)")]
     cache = _cache_dir(store, Path(run_dir), cache_dir)
     if isinstance(cache, str):
         return {}, [("fig78_tsne", cache)]

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ltsweep.losses import label_prior, superloss, superloss_sigma
-from ltsweep.stacked_adam import stacked_optimizer
+from ltsweep.train.stacked_adam import stacked_optimizer
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1

@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ltsweep.spec import DataSettings, Sweep
+from ltsweep.sweep.schema import DataSettings, Sweep
 
 #: scikit-learn's digits: the smallest class (8) has 174 images, before the test split
 DIGITS_SMALLEST_CLASS = 174

@@ -12,14 +12,14 @@ import importlib
 import torch
 from torch import nn
 
-from ltsweep.ssl_config import SSLSettings
+from ltsweep.sweep.ssl_settings import SSLSettings
 
 #: method name -> "module:Class", imported on first use
 REGISTRY = {
-    "simsiam": "ltsweep.selfsup.simsiam:SimSiam",
-    "simclr": "ltsweep.selfsup.simclr:SimCLR",
-    "byol": "ltsweep.selfsup.byol:BYOL",
-    "barlow": "ltsweep.selfsup.barlow:BarlowTwins",
+    "simsiam": "ltsweep.train.selfsup.simsiam:SimSiam",
+    "simclr": "ltsweep.train.selfsup.simclr:SimCLR",
+    "byol": "ltsweep.train.selfsup.byol:BYOL",
+    "barlow": "ltsweep.train.selfsup.barlow:BarlowTwins",
 }
 
 

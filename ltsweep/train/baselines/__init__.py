@@ -4,6 +4,6 @@ Importing this package imports no torch (the plan uses `plan_baselines`); the tr
 in `supervised`, `elr` and `dividemix` and are imported when a unit runs.
 """
 
-from ltsweep.baselines.unit import BaselineUnit, plan_baselines, run_baseline
+from ltsweep.units.baseline import BaselineUnit, plan_baselines, run_baseline
 
 __all__ = ["BaselineUnit", "plan_baselines", "run_baseline"]

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ltsweep.atomic import atomic_path
 from ltsweep.augment import Normalize
 from ltsweep.data.base import ImageSet
 from ltsweep.device import autocast, to_device
+from ltsweep.store.atomic import atomic_path
 
 CHECKPOINT = "last.pt"
 

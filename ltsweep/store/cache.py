@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ltsweep.atomic import atomic_path, write_json
+from ltsweep.store.atomic import atomic_path, write_json
 
 
 class CacheError(RuntimeError):

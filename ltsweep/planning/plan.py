@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from itertools import product
 from typing import Any
 
-from ltsweep.spec import SpecError, Sweep
+from ltsweep.sweep.schema import SpecError, Sweep
 
 #: bump when stored outputs change meaning, so old cache entries are not reused
 FORMAT_VERSION = 1
@@ -222,7 +222,7 @@ def finetune_groups(sweep: Sweep, units: Iterable[FinetuneUnit]) -> list[list[Fi
     `finetune_memory_gb` (`estimate.finetune_bytes` per trial); one trial each if
     `group_finetunes` is off.
     """
-    from ltsweep.estimate import finetune_bytes
+    from ltsweep.sweep.estimate import finetune_bytes
 
     ex = sweep.execution
     budget = ex.finetune_memory_gb * 2**30

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ltsweep import store
-from ltsweep.plan import FinetuneUnit, Plan, PretrainUnit
-from ltsweep.results import stored_keys
+from ltsweep.planning.plan import FinetuneUnit, Plan, PretrainUnit
+from ltsweep.store import cache as store
+from ltsweep.store.results import stored_keys
 
 
 @dataclass

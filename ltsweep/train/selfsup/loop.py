@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ltsweep.atomic import atomic_path
 from ltsweep.augment import Normalize, two_views
 from ltsweep.data.base import ImageSet
 from ltsweep.device import autocast, to_device
 from ltsweep.knn import knn_accuracy
-from ltsweep.selfsup.base import SSLMethod
-from ltsweep.ssl_config import SSLSettings
+from ltsweep.store.atomic import atomic_path
+from ltsweep.sweep.ssl_settings import SSLSettings
+from ltsweep.train.selfsup.base import SSLMethod
 
 CHECKPOINT = "last.pt"
 

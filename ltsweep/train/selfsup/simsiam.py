@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from ltsweep.models.heads import mlp
-from ltsweep.selfsup.base import SSLMethod
-from ltsweep.ssl_config import SimSiamSettings
+from ltsweep.sweep.ssl_settings import SimSiamSettings
+from ltsweep.train.selfsup.base import SSLMethod
 
 
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from ltsweep.models.heads import mlp
-from ltsweep.selfsup.base import SSLMethod
-from ltsweep.ssl_config import SimCLRSettings
+from ltsweep.sweep.ssl_settings import SimCLRSettings
+from ltsweep.train.selfsup.base import SSLMethod
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:

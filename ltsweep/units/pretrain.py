@@ -21,17 +21,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from ltsweep import __version__, store
-from ltsweep.atomic import write_json
+from ltsweep import __version__
 from ltsweep.data import NoisyLabels, load_dataset, long_tail_indices, symmetric_noise
 from ltsweep.data.base import DataError, Dataset
 from ltsweep.device import pick_device, to_device
-from ltsweep.finetune import HeadSpec, Trial, train_stacked
 from ltsweep.knn import knn_accuracy
 from ltsweep.metrics import evaluate
-from ltsweep.plan import FinetuneUnit, PretrainUnit
-from ltsweep.results import unit_row, write_rows
-from ltsweep.spec import Sweep
+from ltsweep.planning.plan import FinetuneUnit, PretrainUnit
+from ltsweep.store import cache as store
+from ltsweep.store.atomic import write_json
+from ltsweep.store.results import unit_row, write_rows
+from ltsweep.sweep.schema import Sweep
+from ltsweep.train.finetune import HeadSpec, Trial, train_stacked
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class RunContext:
 
 @functools.lru_cache(maxsize=2)
 def _dataset(settings_json: str) -> Dataset:
-    from ltsweep.spec import DataSettings
+    from ltsweep.sweep.schema import DataSettings
 
     return load_dataset(DataSettings.model_validate_json(settings_json))
 
@@ -128,8 +129,8 @@ def run_pretrain(ctx: RunContext, unit: PretrainUnit) -> dict[str, Any]:
     """Train (or resume) the encoder of `unit`, then store features of every requested epoch."""
     from ltsweep.augment import Normalize
     from ltsweep.models.resnet import build_encoder
-    from ltsweep.selfsup.base import build_method
-    from ltsweep.selfsup.loop import Batches, encode, pretrain
+    from ltsweep.train.selfsup.base import build_method
+    from ltsweep.train.selfsup.loop import Batches, encode, pretrain
 
     sweep, ex = ctx.sweep, ctx.sweep.execution
     device = pick_device(ex.device)

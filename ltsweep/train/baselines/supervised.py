@@ -22,7 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from ltsweep.augment import Normalize
-from ltsweep.baselines.common import (
+from ltsweep.data.base import ImageSet
+from ltsweep.device import autocast
+from ltsweep.losses import label_prior, superloss
+from ltsweep.train.baselines.common import (
     CHECKPOINT,
     Backbone,
     Budget,
@@ -39,9 +42,6 @@ from ltsweep.baselines.common import (
     save_checkpoint,
     set_lr,
 )
-from ltsweep.data.base import ImageSet
-from ltsweep.device import autocast
-from ltsweep.losses import label_prior, superloss
 
 #: loss(logits (B, C) float32, positions (B,) long on the device) -> scalar
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

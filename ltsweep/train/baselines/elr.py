@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ltsweep.baselines.common import Backbone, Budget, Outcome, TrainSet
-from ltsweep.baselines.supervised import train_single
 from ltsweep.data.base import ImageSet
+from ltsweep.train.baselines.common import Backbone, Budget, Outcome, TrainSet
+from ltsweep.train.baselines.supervised import train_single
 
 CLAMP = 1e-4
 

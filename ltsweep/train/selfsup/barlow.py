@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from ltsweep.models.heads import mlp
-from ltsweep.selfsup.base import SSLMethod
-from ltsweep.ssl_config import BarlowTwinsSettings
+from ltsweep.sweep.ssl_settings import BarlowTwinsSettings
+from ltsweep.train.selfsup.base import SSLMethod
 
 
 def standardise(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

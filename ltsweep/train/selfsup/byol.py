@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltsweep.models.heads import mlp
-from ltsweep.selfsup.base import SSLMethod
-from ltsweep.ssl_config import BYOLSettings
+from ltsweep.sweep.ssl_settings import BYOLSettings
+from ltsweep.train.selfsup.base import SSLMethod
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 
-from ltsweep.baseline_config import BaselineSettings
-from ltsweep.ssl_config import SSL_SETTINGS, SSLSettings, Strict
+from ltsweep.sweep.baseline_settings import BaselineSettings
+from ltsweep.sweep.ssl_settings import SSL_SETTINGS, SSLSettings, Strict
 
 DATASETS = ("digits", "cifar10", "cifar100", "clothing1m")
 LOSSES = ("ce", "ce+sl", "la", "la+sl")

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from ltsweep.spec import SpecError, _first_error, read_yaml
+from ltsweep.sweep.schema import SpecError, _first_error, read_yaml
 
 #: ports one job's Ray uses on a node: fixed ports, then the worker port range
 RAY_PORT_BLOCK = 256

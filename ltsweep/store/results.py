@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ltsweep.atomic import atomic_path
+from ltsweep.store.atomic import atomic_path
 
 SCHEMA = pa.schema(
     [

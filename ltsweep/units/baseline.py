@@ -20,15 +20,15 @@ from itertools import product
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ltsweep.baseline_config import SUPERVISED, BaselineSettings
+from ltsweep.sweep.baseline_settings import SUPERVISED, BaselineSettings
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from ltsweep.baselines.common import Outcome, TrainSet
     from ltsweep.data.noise import NoisyLabels
-    from ltsweep.spec import Sweep
-    from ltsweep.work import RunContext
+    from ltsweep.sweep.schema import Sweep
+    from ltsweep.train.baselines.common import Outcome, TrainSet
+    from ltsweep.units.pretrain import RunContext
 
 
 def baseline_settings(sweep: Sweep) -> BaselineSettings:
@@ -111,7 +111,7 @@ def method_params(sweep: Sweep, bs: BaselineSettings, method: str, noise: float)
 
 def plan_baselines(sweep: Sweep) -> list[BaselineUnit]:
     """One unit per (baseline, gamma, noise, seed, data seed): the two-stage trials' cells."""
-    from ltsweep.plan import (  # here, not at the top: plan.py imports this module
+    from ltsweep.planning.plan import (  # here, not at the top: plan.py imports this module
         content_key,
         label_file,
         label_identity,
@@ -167,7 +167,7 @@ def checkpoint_dir(cache_dir: Path, key: str) -> Path:
 
 def cell_labels(sweep: Sweep, unit: BaselineUnit) -> tuple[np.ndarray, np.ndarray, NoisyLabels]:
     """(subset index, clean labels, noisy labels) of the unit's cell: the fine-tune trials' calls."""
-    from ltsweep.work import dataset_for, noisy_labels, training_subset
+    from ltsweep.units.pretrain import dataset_for, noisy_labels, training_subset
 
     data = dataset_for(sweep)
     index = training_subset(data, unit.gamma, unit.data_seed)
@@ -180,12 +180,12 @@ def cell_labels(sweep: Sweep, unit: BaselineUnit) -> tuple[np.ndarray, np.ndarra
 
 def train_unit(ctx: RunContext, unit: BaselineUnit, train: TrainSet) -> Outcome:
     """Train `unit` on `train` with its method's trainer (a seam tests can spy on)."""
-    from ltsweep.baselines.common import Backbone, Budget
-    from ltsweep.baselines.dividemix import DivideMixParams, train_dividemix
-    from ltsweep.baselines.elr import ELRParams, train_elr
-    from ltsweep.baselines.supervised import LossParams, train_supervised
     from ltsweep.device import pick_device
-    from ltsweep.work import dataset_for
+    from ltsweep.train.baselines.common import Backbone, Budget
+    from ltsweep.train.baselines.dividemix import DivideMixParams, train_dividemix
+    from ltsweep.train.baselines.elr import ELRParams, train_elr
+    from ltsweep.train.baselines.supervised import LossParams, train_supervised
+    from ltsweep.units.pretrain import dataset_for
 
     sweep = ctx.sweep
     data = dataset_for(sweep)
@@ -219,10 +219,10 @@ def run_baseline(ctx: RunContext, unit: BaselineUnit) -> dict[str, Any]:
     """
     import numpy as np
 
-    from ltsweep.baselines.common import TrainSet
     from ltsweep.metrics import evaluate
-    from ltsweep.results import write_rows
-    from ltsweep.work import dataset_for
+    from ltsweep.store.results import write_rows
+    from ltsweep.train.baselines.common import TrainSet
+    from ltsweep.units.pretrain import dataset_for
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
@@ -280,7 +280,7 @@ def _row(
     status: str = "ok",
     error: str = "",
 ) -> dict[str, Any]:
-    from ltsweep.results import unit_row
+    from ltsweep.store.results import unit_row
 
     return unit_row(
         ctx.sweep.name,

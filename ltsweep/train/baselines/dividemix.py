@@ -32,7 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from ltsweep.augment import Normalize
-from ltsweep.baselines.common import (
+from ltsweep.data.base import ImageSet
+from ltsweep.device import autocast
+from ltsweep.train.baselines.common import (
     CHECKPOINT,
     Backbone,
     Budget,
@@ -50,8 +52,6 @@ from ltsweep.baselines.common import (
     save_checkpoint,
     set_lr,
 )
-from ltsweep.data.base import ImageSet
-from ltsweep.device import autocast
 
 
 @dataclass(frozen=True)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ltsweep.estimate import estimate
-from ltsweep.plan import finetune_groups, make_plan
-from ltsweep.spec import Sweep, check_data_root
-from ltsweep.state import assess
+from ltsweep.planning.plan import finetune_groups, make_plan
+from ltsweep.planning.state import assess
+from ltsweep.sweep.estimate import estimate
+from ltsweep.sweep.schema import Sweep, check_data_root
 
 
 def describe_plan(sweep: Sweep, run_dir: Path, cache_dir: Path) -> str:
     check_data_root(sweep)
     plan = make_plan(sweep)
     try:
-        from ltsweep.baselines.unit import plan_baselines
+        from ltsweep.units.baseline import plan_baselines
 
         plan.baselines = plan_baselines(sweep)
     except ImportError:
