@@ -37,15 +37,17 @@ import torch
 from results_md import publish, timed
 
 from ltsweep.augment import Normalize
+from ltsweep.data.cell import dataset_for, noisy_labels, training_subset
 from ltsweep.device import pick_device
 from ltsweep.models.resnet import build_encoder
-from ltsweep.planning.plan import FinetuneUnit, PretrainUnit, group_finetunes, make_plan
+from ltsweep.planning.plan import make_plan
 from ltsweep.store import cache as store
 from ltsweep.sweep.schema import Sweep, load_sweep, parse_sweep
 from ltsweep.train.finetune import HeadSpec, Trial, train_reference, train_stacked
+from ltsweep.train.inference import forward_eval
 from ltsweep.train.selfsup.base import build_method
-from ltsweep.train.selfsup.loop import encode
-from ltsweep.units.pretrain import dataset_for, noisy_labels, training_subset
+from ltsweep.units.finetune import FinetuneUnit, group_finetunes
+from ltsweep.units.pretrain import PretrainUnit
 
 SECTION = "bench_features"
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,8 +82,8 @@ class PretrainBench:
         """Frozen train and test features, exactly as run_pretrain encodes them."""
         amp = self.sweep.execution.amp
         enc, dev = self.method.encoder, self.device
-        train_f = encode(enc, self.data.train, self.index, self.normalize, dev, amp=amp)
-        test_f = encode(enc, self.data.test, self.test_index, self.normalize, dev, amp=amp)
+        train_f = forward_eval(enc, self.data.train, self.index, self.normalize, dev, amp)
+        test_f = forward_eval(enc, self.data.test, self.test_index, self.normalize, dev, amp)
         return train_f, test_f
 
     def cached(self, cache: Path) -> tuple[dict[str, float], dict[str, torch.Tensor]]:

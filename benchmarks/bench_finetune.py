@@ -2,7 +2,7 @@
 """Stacked fine-tuning against one trial at a time, on the CPU (GitHub issue 7).
 
 Why this exists: ltsweep trains all fine-tune trials of one pre-train as ONE stacked model
-(`ltsweep.finetune.train_stacked`) instead of scheduling each trial as its own Ray Tune
+(`ltsweep.train.finetune.train_stacked`) instead of scheduling each trial as its own Ray Tune
 trial. This script measures what that buys, on features shaped like the paper's CIFAR-10
 setting: 120 trials of one pre-train (10 noise levels x 4 losses x 3 seeds), 12,406
 training samples of 512-d class-structured random features with the gamma=100 long-tail
@@ -24,7 +24,7 @@ For the wide head it also reports the arithmetic rate of training against a bare
 `torch.bmm` of the head's first-layer shapes timed in the same run.
 
 `--candidate FILE` times another implementation of `train_stacked` (a file defining it,
-e.g. a proposed patch of ltsweep/finetune.py) side by side with ltsweep's.
+e.g. a proposed patch of ltsweep/train/finetune.py) side by side with ltsweep's.
 
 Timings only: nothing here asserts a speed. Results go to stdout and to this script's
 section of benchmarks/RESULTS.md.
@@ -155,7 +155,7 @@ def accuracy(preds: torch.Tensor, test_y: np.ndarray) -> np.ndarray:
 
 
 def load_candidate(path: str) -> StackedFn:
-    """`train_stacked` from a file (e.g. a patched copy of ltsweep/finetune.py)."""
+    """`train_stacked` from a file (e.g. a patched copy of ltsweep/train/finetune.py)."""
     spec = importlib.util.spec_from_file_location("candidate_finetune", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"{path}: not a Python file")

@@ -1,7 +1,7 @@
 """How much of a pre-train step is the model, and how much is getting the views ready?
 
 For each SSL method, side by side in one process, images/s of
-  (a) the full step, as `ltsweep.selfsup.loop.pretrain` does it: read uint8 images from an
+  (a) the full step, as `ltsweep.train.selfsup.loop.pretrain` does it: read uint8 images from an
       `ArrayImageSet` by index, two-view augmentation (`ltsweep.augment.two_views`),
       normalise, forward, backward, optimiser step (+ BYOL's EMA update);
   (b) the bare model step on float views prepared beforehand: the same forward, backward,

@@ -1,11 +1,26 @@
-"""ltsweep: sweeps of SSL pre-training + robust fine-tuning on long-tailed, noisy-label data."""
+"""ltsweep: sweeps of SSL pre-training + robust fine-tuning on long-tailed, noisy-label data.
+
+Packages by layer, bottom up; a layer imports only from the layers below it:
+
+- `sweep`: what a user writes (the sweep file, the cluster profile) and what it would cost;
+- `store`: what is on disk (atomic writes, the run folder and cache, the results table);
+- `data`, `models`, `losses`, `augment`, `knn`, `metrics`, `device`: torch building blocks;
+- `train`: the trainers (self-supervised pre-training, the stacked fine-tune, the baselines);
+- `units`: the three kinds of unit (pre-train, fine-tune, baseline): key, needs, run;
+- `planning`: the plan of a sweep, what of it is stored, the `ltsweep plan` text;
+- `engine` (Ray Tune, SLURM), `report` (figures), `cli` (the `ltsweep` command).
+
+`sweep`, `store`, `units` and `planning` import no torch and no ray, so `ltsweep plan`,
+`status` and `results` answer at once; a unit imports its trainer when it runs.
+`import ltsweep` imports nothing else: `load_results` reads the results table when called.
+"""
 
 __version__ = "0.1.0"
 
 
 def load_results(run_dir, include_failed: bool = False):
-    """The results table of a run folder as a pandas DataFrame (see ltsweep.results)."""
-    from ltsweep.store.results import load_results as _load
+    """The results table of a run folder as a pandas DataFrame (see ltsweep.store.results)."""
+    from ltsweep.store.results import load_results as _load  # pyarrow: only when called
 
     return _load(run_dir, include_failed=include_failed)
 

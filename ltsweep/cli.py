@@ -2,7 +2,8 @@
 
 Errors in what the user gave (sweep file, profile, data root, a corrupt cache file) are one
 line on stderr and exit status 2, before anything is scheduled. `plan`, `status` and
-`results` import neither torch nor ray, so they answer at once.
+`results` import neither torch nor ray, so they answer at once: the engines (ray, submitit)
+and the report (matplotlib) are imported by the commands that use them.
 """
 
 from __future__ import annotations
@@ -10,12 +11,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import socket
 import sys
 import time
 from pathlib import Path
 
-from ltsweep.sweep.schema import SpecError, Sweep, check_data_root, load_sweep
+import yaml
+
+from ltsweep.planning.describe import describe_plan
+from ltsweep.planning.plan import make_plan
+from ltsweep.planning.state import assess
+from ltsweep.store.cache import default_cache_dir, run_cache_dir
+from ltsweep.store.results import pivot_text
+from ltsweep.sweep.cluster_profile import load_profile
+from ltsweep.sweep.schema import SpecError, Sweep, check_data_root, load_sweep, parse_sweep
 
 EXIT_USAGE = 2
 
@@ -25,29 +35,20 @@ def _run_dir(sweep: Sweep, given: str | None) -> Path:
 
 
 def _cache_dir(run_dir: Path, given: str | None) -> Path:
-    from ltsweep.store.cache import default_cache_dir
-
     return Path(given) if given else default_cache_dir(run_dir)
 
 
 def _load_run(run_dir: Path) -> tuple[Sweep, Path]:
     """The frozen sweep and the cache of an existing run folder."""
-    from ltsweep.store.cache import run_cache_dir
-    from ltsweep.sweep.schema import parse_sweep
-
     frozen = run_dir / "sweep.yaml"
     if not frozen.is_file():
         raise SpecError(
             f"{run_dir}: not a run folder (no sweep.yaml; start it with `ltsweep run SWEEP`)"
         )
-    import yaml
-
     return parse_sweep(yaml.safe_load(frozen.read_text()), str(frozen)), run_cache_dir(run_dir)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ltsweep.planning.describe import describe_plan
-
     sweep = load_sweep(args.sweep)
     check_data_root(sweep, args.sweep)
     run_dir = _run_dir(sweep, args.run_dir)
@@ -64,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cache_dir = _cache_dir(run_dir, args.cache_dir)
     if args.cluster:
         return _run_on_cluster(args, sweep, run_dir, cache_dir)
-    from ltsweep.engine.ray_driver import run_sweep
+    from ltsweep.engine.ray_driver import run_sweep  # ray: only for `run`
 
     t0 = time.monotonic()
     summary = run_sweep(
@@ -76,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "to finish what is left",
             file=sys.stderr,
         )
-        print(_results_text(run_dir))
+        print(pivot_text(run_dir))
         return 130
     if summary.get("nothing_to_do"):
         print(
@@ -90,55 +91,48 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"logs in {run_dir / 'logs'}",
             file=sys.stderr,
         )
-    print(_results_text(run_dir))
+    print(pivot_text(run_dir))
     return 1 if summary.get("failed", {}).get("trials") else 0
 
 
 def _run_on_cluster(args: argparse.Namespace, sweep: Sweep, run_dir: Path, cache_dir: Path) -> int:
-    from ltsweep.engine import slurm
-    from ltsweep.sweep.cluster_profile import load_profile
+    from ltsweep.engine import slurm  # submitit: only with a SLURM job
 
     profile = load_profile(args.cluster)
-    job = slurm.submit_sweep(Path(args.sweep), run_dir, cache_dir, profile)
+    command = ["ltsweep", "run", args.sweep, "--cluster", args.cluster, "--run-dir", str(run_dir)]
+    if args.cache_dir:
+        command += ["--cache-dir", args.cache_dir]
+    try:
+        job = slurm.submit_sweep(
+            Path(args.sweep), run_dir, cache_dir, profile, command=shlex.join(command)
+        )
+    except slurm.JobActive as err:
+        raise SpecError(str(err)) from None
     print(
         f"ltsweep: submitted SLURM job {job.job_id}; logs in {run_dir / 'logs' / 'slurm'}; "
         f"follow with `ltsweep status {run_dir}`"
     )
     if args.wait:
         job.wait()
-        print(_results_text(run_dir))
+        print(pivot_text(run_dir))
     return 0
-
-
-def _results_text(run_dir: Path) -> str:
-    from ltsweep.store.results import pivot_text
-
-    return pivot_text(run_dir)
 
 
 def cmd_results(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "results").is_dir():
         raise SpecError(f"{run_dir}: not a run folder (no results/)")
-    print(_results_text(run_dir))
+    print(pivot_text(run_dir))
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ltsweep.planning.plan import make_plan
-    from ltsweep.planning.state import assess
-
     run_dir = Path(args.run_dir)
     sweep, cache_dir = _load_run(run_dir)
-    plan = make_plan(sweep)
-    try:
-        from ltsweep.units.baseline import plan_baselines
-
-        plan.baselines = plan_baselines(sweep)
-    except ImportError:
-        pass
-    counts = assess(plan, run_dir, cache_dir, verify=False).counts()
-    running = _driver_running(run_dir)
+    counts = assess(make_plan(sweep), run_dir, cache_dir, verify=False).counts()
+    job = _slurm_job(run_dir)
+    job_ended = job is not None and job["state"] not in job["active_states"]
+    running = {} if job_ended else _driver_running(run_dir)
     print(f"sweep {sweep.name!r} in {run_dir}")
     print(f"{'stage':<10} {'done':>6} {'running':>8} {'failed':>7} {'to do':>7} {'total':>7}")
     for stage, c in counts.items():
@@ -147,10 +141,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         r = running.get(stage, 0)
         todo = max(0, c["todo"] - r - (c["failed"] if stage != "pretrain" else 0))
         print(f"{stage:<10} {c['done']:>6} {r:>8} {c['failed']:>7} {todo:>7} {c['total']:>7}")
-    print(_driver_line(run_dir))
-    slurm_line = _slurm_line(run_dir)
-    if slurm_line:
-        print(slurm_line)
+    print("driver: not running" if job_ended else _driver_line(run_dir))
+    if job is not None:
+        print(_slurm_line(job))
     return 0
 
 
@@ -187,19 +180,38 @@ def _driver_line(run_dir: Path) -> str:
     return "driver: not running"
 
 
-def _slurm_line(run_dir: Path) -> str | None:
+def _slurm_job(run_dir: Path) -> dict | None:
+    """The run's SLURM job as status shows it (record, live state, requeues), or None."""
     if not (run_dir / "slurm.json").is_file():
         return None
-    from ltsweep.engine import slurm
+    from ltsweep.engine import slurm  # submitit: only with a SLURM job
 
-    info = json.loads((run_dir / "slurm.json").read_text())
-    state = slurm.job_state(run_dir)
-    extra = f", requeued {info['requeues']} time(s)" if info.get("requeues") else ""
-    return f"SLURM job {info.get('job_id')}: {state or 'unknown'}{extra}"
+    return {
+        "record": slurm.read_record(run_dir) or {},
+        "state": slurm.job_state(run_dir) or "unknown",
+        "requeues": slurm.requeue_count(run_dir),
+        "active_states": slurm.ACTIVE_STATES | {"unknown"},
+    }
+
+
+def _slurm_line(job: dict) -> str:
+    """`SLURM job 12: RUNNING, requeued 2 time(s) (1 by ltsweep at its time limit)`, and for
+    a job that ended without finishing, the command that finishes what is missing."""
+    record, state, requeues = job["record"], job["state"], job["requeues"]
+    line = f"SLURM job {record.get('job_id')}: {state}"
+    if requeues:
+        own = int(record.get("requeues", 0))
+        line += f", requeued {requeues} time(s)" + (
+            f" ({own} by ltsweep at its time limit)" if own else ""
+        )
+    if state not in job["active_states"] and state != "COMPLETED":
+        again = record.get("command") or "ltsweep run SWEEP --cluster PROFILE --run-dir RUN"
+        line += f"\nthe job ended {state}: `{again}` finishes what is missing"
+    return line
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from ltsweep.engine import slurm
+    from ltsweep.engine import slurm  # submitit: only with a SLURM job
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "slurm.json").is_file():
@@ -210,7 +222,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ltsweep.report.build import write_report
+    from ltsweep.report.build import write_report  # matplotlib: only for `report`
 
     run_dir = Path(args.run_dir)
     _load_run(run_dir)

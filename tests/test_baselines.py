@@ -15,7 +15,6 @@ from ltsweep.data.digits import load_digits_dataset
 from ltsweep.losses import superloss_sigma
 from ltsweep.sweep.baseline_settings import BaselineSettings, DivideMixSettings, ELRSettings
 from ltsweep.sweep.schema import parse_sweep
-from ltsweep.train.baselines import plan_baselines, run_baseline
 from ltsweep.train.baselines.common import Backbone, Budget, TrainSet, crop_flip, epoch_lr
 from ltsweep.train.baselines.dividemix import (
     DivideMixParams,
@@ -35,6 +34,8 @@ from ltsweep.train.baselines.dividemix import (
 from ltsweep.train.baselines.elr import ELRParams, elr_loss, train_elr, update_targets
 from ltsweep.train.baselines.supervised import LossParams, supervised_loss, train_supervised
 from ltsweep.units import baseline as unit_mod
+from ltsweep.units.base import RunContext
+from ltsweep.units.baseline import plan_baselines, run_baseline
 
 BACKBONE = Backbone("resnet18", 8, "cifar")
 CPU = torch.device("cpu")
@@ -346,9 +347,12 @@ def test_baseline_and_finetune_train_on_the_same_labels(tmp_path, monkeypatch):
     """run_finetunes and run_baseline of one cell see identical noisy labels; the row is well-formed."""
     import pandas as pd
 
+    from ltsweep.data import cell
     from ltsweep.planning.plan import make_plan
     from ltsweep.store.results import load_results
-    from ltsweep.units import pretrain as work
+    from ltsweep.train import finetune as stacked
+    from ltsweep.units.finetune import run_finetunes
+    from ltsweep.units.pretrain import run_pretrain
 
     sweep = parse_sweep(
         {
@@ -378,19 +382,19 @@ def test_baseline_and_finetune_train_on_the_same_labels(tmp_path, monkeypatch):
             "execution": {"device": "cpu"},
         }
     )
-    ctx = work.RunContext(sweep, tmp_path / "run", tmp_path / "cache")
+    ctx = RunContext(sweep, tmp_path / "run", tmp_path / "cache")
     plan = make_plan(sweep)
-    work.run_pretrain(ctx, plan.pretrains[0])
+    run_pretrain(ctx, plan.pretrains[0])
 
     seen: dict[str, np.ndarray] = {}
-    real_stacked = work.train_stacked
+    real_stacked = stacked.train_stacked
 
     def spy_stacked(train_x, test_x, num_classes, head, trials, head_init=None):
         seen["finetune"] = trials[0].labels.copy()
         return real_stacked(train_x, test_x, num_classes, head, trials, head_init)
 
-    monkeypatch.setattr(work, "train_stacked", spy_stacked)
-    (ft_row,) = work.run_finetunes(ctx, plan.finetunes, "ft")
+    monkeypatch.setattr(stacked, "train_stacked", spy_stacked)
+    (ft_row,) = run_finetunes(ctx, plan.finetunes, "ft")
 
     real_train = unit_mod.train_unit
 
@@ -404,8 +408,8 @@ def test_baseline_and_finetune_train_on_the_same_labels(tmp_path, monkeypatch):
     row = run_baseline(ctx, unit)
 
     np.testing.assert_array_equal(seen["baseline"], seen["finetune"])
-    data = work.dataset_for(sweep)
-    np.testing.assert_array_equal(seen["index"], work.training_subset(data, 10, 1))
+    data = cell.dataset_for(sweep)
+    np.testing.assert_array_equal(seen["index"], cell.training_subset(data, 10, 1))
     assert (seen["baseline"] != data.train.labels[seen["index"]]).any()  # noise was applied
     assert row["actual_noise"] == ft_row["actual_noise"] and row["n_train"] == ft_row["n_train"]
     assert (ctx.cache_dir / "baseline" / unit.key / "last.pt").is_file()
@@ -423,10 +427,9 @@ def test_baseline_and_finetune_train_on_the_same_labels(tmp_path, monkeypatch):
 
 def test_failed_baseline_writes_a_failed_row(tmp_path, monkeypatch):
     from ltsweep.store.results import load_results
-    from ltsweep.units import pretrain as work
 
     sweep = _sweep(methods=["ce"], epochs=1)
-    ctx = work.RunContext(sweep, tmp_path / "run", tmp_path / "cache")
+    ctx = RunContext(sweep, tmp_path / "run", tmp_path / "cache")
 
     def boom(*args, **kwargs):
         raise RuntimeError("no luck")

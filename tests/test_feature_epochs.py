@@ -6,10 +6,12 @@ import math
 
 import torch
 
-from ltsweep.planning.plan import group_finetunes, make_plan
+from ltsweep.planning.plan import make_plan
 from ltsweep.store import cache as store
 from ltsweep.sweep.schema import parse_sweep
-from ltsweep.units import pretrain as work
+from ltsweep.units.base import RunContext
+from ltsweep.units.finetune import group_finetunes, run_finetunes
+from ltsweep.units.pretrain import run_pretrain
 
 SWEEP = {
     "name": "fe",
@@ -47,8 +49,8 @@ def test_features_and_finetunes_of_each_pretrain_epoch(tmp_path):
     groups = group_finetunes(plan.finetunes, max_size=100)
     assert len(groups) == 2  # the pre-train epoch is part of the group key
 
-    ctx = work.RunContext(sweep, tmp_path / "run", tmp_path / "cache")
-    out = work.run_pretrain(ctx, pre)
+    ctx = RunContext(sweep, tmp_path / "run", tmp_path / "cache")
+    out = run_pretrain(ctx, pre)
     assert out["epochs"] == 4
     feats = {e: store.load_features(ctx.cache_dir, pre.key, e) for e in (2, 4)}
     assert all(store.features_ready(ctx.cache_dir, pre.key, e) for e in (2, 4))
@@ -58,7 +60,7 @@ def test_features_and_finetunes_of_each_pretrain_epoch(tmp_path):
 
     for group in groups:
         (unit,) = group
-        (row,) = work.run_finetunes(ctx, group, f"ft-{unit.pretrain_epochs}")
+        (row,) = run_finetunes(ctx, group, f"ft-{unit.pretrain_epochs}")
         assert row["status"] == "ok" and row["pretrain_epochs"] == unit.pretrain_epochs
         assert 0.0 <= row["knn_acc"] <= 1.0 and not math.isnan(row["knn_acc"])
         assert row["knn_acc"] == float(feats[unit.pretrain_epochs]["knn_acc"])

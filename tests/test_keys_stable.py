@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ltsweep.engine.ray_driver import group_name
-from ltsweep.planning.plan import finetune_groups, make_plan
+from ltsweep.planning.plan import make_plan
 from ltsweep.sweep.schema import load_sweep, parse_sweep
-from ltsweep.units.baseline import plan_baselines
+from ltsweep.units.finetune import finetune_groups, group_name
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -43,7 +42,7 @@ def plan_keys(sweep) -> dict[str, list[str]]:
     return {
         "pretrain": [u.key for u in plan.pretrains],
         "finetune": [u.key for u in plan.finetunes],
-        "baseline": [u.key for u in plan_baselines(sweep)],
+        "baseline": [u.key for u in plan.baselines],
         "finetune_groups": [group_name(g) for g in finetune_groups(sweep, plan.finetunes)],
     }
 

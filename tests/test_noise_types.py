@@ -9,13 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ltsweep.data import long_tail_indices
+from ltsweep.data import cell, long_tail_indices
 from ltsweep.data.base import ArrayImageSet, DataError, Dataset
-from ltsweep.planning.plan import content_key, make_plan
+from ltsweep.planning.plan import make_plan
 from ltsweep.sweep.schema import SpecError, check_data_root, parse_sweep
+from ltsweep.train import finetune as stacked
 from ltsweep.units import baseline as unit_mod
-from ltsweep.units import pretrain as work
+from ltsweep.units.base import RunContext, content_key
 from ltsweep.units.baseline import plan_baselines
+from ltsweep.units.finetune import run_finetunes
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CIFAR10N = SHARED / "data" / "cifar-n" / "cifar10n_labels.npz"
@@ -73,7 +75,7 @@ def _sweep(path, key="worse_label", **extra):
 def test_noisy_labels_reads_the_file_at_the_subset_indices(label_npz):
     index = long_tail_indices(CLEAN, 10, 3, seed=0)
     clean = CLEAN[index]
-    got = work.noisy_labels(clean, 10, 0.0, "cifar-n", 5, index, _file(label_npz))
+    got = cell.noisy_labels(clean, 10, 0.0, "cifar-n", 5, index, _file(label_npz))
     worse = _worse(CLEAN)
     np.testing.assert_array_equal(got.labels, worse[index])
     np.testing.assert_array_equal(got.changed, worse[index] != CLEAN[index])
@@ -81,9 +83,9 @@ def test_noisy_labels_reads_the_file_at_the_subset_indices(label_npz):
     assert got.actual_rate == pytest.approx(np.mean(worse[index] != CLEAN[index]))
     assert 0.2 < got.actual_rate < 0.45  # every third sample, on the subset
     # the seed plays no part: the file's labels are the noise
-    again = work.noisy_labels(clean, 10, 0.0, "cifar-n", 99, index, _file(label_npz))
+    again = cell.noisy_labels(clean, 10, 0.0, "cifar-n", 99, index, _file(label_npz))
     np.testing.assert_array_equal(again.labels, got.labels)
-    other = work.noisy_labels(clean, 10, 0.0, "cifar-n", 5, index, _file(label_npz, "aggre_label"))
+    other = cell.noisy_labels(clean, 10, 0.0, "cifar-n", 5, index, _file(label_npz, "aggre_label"))
     assert not np.array_equal(other.labels, got.labels)
 
 
@@ -92,22 +94,22 @@ def test_noisy_labels_refuses_what_cannot_be_right(label_npz, tmp_path):
     clean = CLEAN[index]
     ok = _file(label_npz)
     with pytest.raises(ValueError, match="original indices"):
-        work.noisy_labels(clean, 10, 0.0, "cifar-n", 0)
+        cell.noisy_labels(clean, 10, 0.0, "cifar-n", 0)
     with pytest.raises(ValueError, match="noise 0"):
-        work.noisy_labels(clean, 10, 0.2, "cifar-n", 0, index, ok)
+        cell.noisy_labels(clean, 10, 0.2, "cifar-n", 0, index, ok)
     with pytest.raises(ValueError, match="unknown noise type"):
-        work.noisy_labels(clean, 10, 0.0, "pairflip", 0, index, ok)
+        cell.noisy_labels(clean, 10, 0.0, "pairflip", 0, index, ok)
     with pytest.raises(ValueError, match="has 300 labels"):
-        work.noisy_labels(CLEAN[:2], 10, 0.0, "cifar-n", 0, np.array([0, 300]), ok)
+        cell.noisy_labels(CLEAN[:2], 10, 0.0, "cifar-n", 0, np.array([0, 300]), ok)
     with pytest.raises(ValueError, match="5 classes"):  # a CIFAR-100N-like file on fewer classes
-        work.noisy_labels(clean % 5, 5, 0.0, "cifar-n", 0, index, ok)
+        cell.noisy_labels(clean % 5, 5, 0.0, "cifar-n", 0, index, ok)
     with pytest.raises(DataError, match="changed since the sweep was planned"):
-        work.noisy_labels(clean, 10, 0.0, "cifar-n", 0, index, {**ok, "sha256": "0" * 64})
+        cell.noisy_labels(clean, 10, 0.0, "cifar-n", 0, index, {**ok, "sha256": "0" * 64})
     with pytest.raises(DataError, match="no key 'nope'"):
-        work.noisy_labels(clean, 10, 0.0, "cifar-n", 0, index, _file(label_npz, "nope"))
+        cell.noisy_labels(clean, 10, 0.0, "cifar-n", 0, index, _file(label_npz, "nope"))
     # symmetric noise is what it was: the extra arguments change nothing
-    sym = work.noisy_labels(clean, 10, 0.4, "symmetric", 3, index, None)
-    np.testing.assert_array_equal(sym.labels, work.symmetric_noise(clean, 10, 0.4, 3).labels)
+    sym = cell.noisy_labels(clean, 10, 0.4, "symmetric", 3, index, None)
+    np.testing.assert_array_equal(sym.labels, cell.symmetric_noise(clean, 10, 0.4, 3).labels)
 
 
 # --- the sweep file -----------------------------------------------------------------------
@@ -266,10 +268,10 @@ def test_finetunes_and_baselines_get_the_same_file_labels(tmp_path, label_npz, m
     monkeypatch.setenv("LTSWEEP_DATA", str(tmp_path))
     sweep = _sweep(label_npz)
     data = _fake_cifar10()
-    monkeypatch.setattr(work, "dataset_for", lambda s: data)
+    monkeypatch.setattr(cell, "dataset_for", lambda s: data)
     plan = make_plan(sweep)
     (pre,) = plan.pretrains
-    index = work.training_subset(data, pre.gamma, pre.data_seed)
+    index = cell.training_subset(data, pre.gamma, pre.data_seed)
     torch.manual_seed(0)
     store.save_features(
         tmp_path / "cache",
@@ -285,15 +287,15 @@ def test_finetunes_and_baselines_get_the_same_file_labels(tmp_path, label_npz, m
         },
     )
     seen = {}
-    real_stacked = work.train_stacked
+    real_stacked = stacked.train_stacked
 
     def spy_stacked(train_x, test_x, num_classes, head, trials, head_init=None):
         seen["finetune"] = trials[0].labels.copy()
         return real_stacked(train_x, test_x, num_classes, head, trials, head_init)
 
-    monkeypatch.setattr(work, "train_stacked", spy_stacked)
-    ctx = work.RunContext(sweep, tmp_path / "run", tmp_path / "cache")
-    (row,) = work.run_finetunes(ctx, plan.finetunes, "ft")
+    monkeypatch.setattr(stacked, "train_stacked", spy_stacked)
+    ctx = RunContext(sweep, tmp_path / "run", tmp_path / "cache")
+    (row,) = run_finetunes(ctx, plan.finetunes, "ft")
 
     worse = _worse(CLEAN)
     np.testing.assert_array_equal(seen["finetune"], worse[index])
@@ -318,6 +320,6 @@ def test_real_cifar10n_worse_label_on_a_long_tail():
     assert len(clean) == 50_000
     index = long_tail_indices(clean, 10, 100, seed=0)
     assert len(index) == 12_406
-    got = work.noisy_labels(clean[index], 10, 0.0, "cifar-n", 0, index, _file(CIFAR10N))
+    got = cell.noisy_labels(clean[index], 10, 0.0, "cifar-n", 0, index, _file(CIFAR10N))
     assert got.actual_rate == pytest.approx(0.40, abs=0.03)  # the file: 40.2 % on all 50,000
     assert got.actual_rate == pytest.approx(float(np.mean(got.labels != clean[index])))

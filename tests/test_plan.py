@@ -2,8 +2,9 @@
 
 import pytest
 
-from ltsweep.planning.plan import group_finetunes, make_plan
+from ltsweep.planning.plan import make_plan
 from ltsweep.sweep.schema import parse_sweep
+from ltsweep.units.finetune import group_finetunes
 
 GRID = {
     "ssl": ["simsiam", "byol", "barlow", "simclr"],
@@ -99,8 +100,8 @@ def test_a_partial_finetune_override_keeps_the_methods_own_protocol():
 
 
 def test_the_driver_cuts_groups_to_the_memory_budget():
-    from ltsweep.planning.plan import finetune_groups
     from ltsweep.sweep.estimate import finetune_bytes
+    from ltsweep.units.finetune import finetune_groups
 
     def sweep(**execution):
         grid = {**GRID, "ssl": ["simsiam"], "gamma": [100], "data_seeds": [0]}

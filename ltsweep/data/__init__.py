@@ -1,4 +1,11 @@
-"""Data sets by name. Each loader lives in its own module and is imported only when used."""
+"""Data sets by name, their long-tailed subsets and noisy labels.
+
+Owns the loaders (`digits`, `cifar`, `clothing1m`; each imported only when its data set is
+used), `imbalance` and `noise` (the subset and the synthetic noise of a cell), `cifar_n`
+(real noisy-label files) and `cell` (the samples and labels one grid cell trains on).
+
+May import: numpy, torch, PIL, scikit-learn, `ltsweep.sweep` (the data settings).
+"""
 
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ __all__ = [
 ]
 
 
-def load_dataset(settings) -> Dataset:  # settings: ltsweep.spec.DataSettings
+def load_dataset(settings) -> Dataset:  # settings: ltsweep.sweep.schema.DataSettings
     """Load the data set a sweep names; raise DataError naming the path when it is missing."""
     name = settings.dataset
     if name == "digits":

@@ -32,49 +32,41 @@ from ltsweep.data.base import ArrayImageSet, DataError, Dataset
 
 @dataclass(frozen=True)
 class _Layout:
+    name: str  # cifar10 | cifar100
     folder: str
     train_files: tuple[str, ...]
     test_file: str
     meta_file: str
-    label_key: str
-    names_key: str
+    label_key: str  # labels | fine_labels; the class names are under label_names | fine_label_names
     num_classes: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    torchvision_class: str
+
+    @property
+    def names_key(self) -> str:
+        return self.label_key.removesuffix("s") + "_names"
+
+    @property
+    def torchvision_class(self) -> str:
+        return self.name.upper()
 
     def files(self) -> tuple[str, ...]:
         return (*self.train_files, self.test_file, self.meta_file)
 
 
+_BATCHES_10 = tuple(f"data_batch_{i}" for i in range(1, 6))
+#: data set -> (folder, training files, test file, meta file, label key, classes)
+_FILES = {
+    "cifar10": ("cifar-10-batches-py", _BATCHES_10, "test_batch", "batches.meta", "labels", 10),
+    "cifar100": ("cifar-100-python", ("train",), "test", "meta", "fine_labels", 100),
+}
 # Per-channel mean/std of the training images as fractions of 1 (the exact population std,
 # not the often-copied (0.2023, 0.1994, 0.2010), which is a per-image std averaged).
-_LAYOUTS: dict[str, _Layout] = {
-    "cifar10": _Layout(
-        folder="cifar-10-batches-py",
-        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
-        test_file="test_batch",
-        meta_file="batches.meta",
-        label_key="labels",
-        names_key="label_names",
-        num_classes=10,
-        mean=(0.4914, 0.4822, 0.4465),
-        std=(0.2470, 0.2435, 0.2616),
-        torchvision_class="CIFAR10",
-    ),
-    "cifar100": _Layout(
-        folder="cifar-100-python",
-        train_files=("train",),
-        test_file="test",
-        meta_file="meta",
-        label_key="fine_labels",
-        names_key="fine_label_names",
-        num_classes=100,
-        mean=(0.5071, 0.4865, 0.4409),
-        std=(0.2673, 0.2564, 0.2762),
-        torchvision_class="CIFAR100",
-    ),
+_STATS = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
+_LAYOUTS = {name: _Layout(name, *_FILES[name], *_STATS[name]) for name in _FILES}
 
 
 def _numpy_reconstruct() -> Any:

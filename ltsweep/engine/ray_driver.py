@@ -14,17 +14,13 @@ experiment state is kept under `<run>/tune/` for debugging only and never read b
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
-import signal
-import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,43 +28,39 @@ os.environ.setdefault(
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"
 )  # no result.json / progress.csv writers
 os.environ.setdefault("TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S", "600")
-os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # ltsweep handles Ctrl-C itself (_ctrl_c)
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # ltsweep handles Ctrl-C itself (ctrl_c)
 
 import ray  # noqa: E402
+import yaml  # noqa: E402
 from ray import tune  # noqa: E402
-from ray.tune import Callback, Stopper  # noqa: E402
+from ray.tune import Callback  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
+from ltsweep.engine.driver_process import StopOnEvent, ctrl_c, heartbeat, log_ray_to_file
 from ltsweep.engine.progress import Progress
-from ltsweep.planning.plan import FinetuneUnit, PretrainUnit, finetune_groups, make_plan
+from ltsweep.planning.plan import KINDS, make_plan
 from ltsweep.planning.state import assess
 from ltsweep.store.atomic import cleanup_temp, write_json, write_text
 from ltsweep.store.cache import CacheError
 from ltsweep.store.results import prune_failed, write_rows
 from ltsweep.sweep.schema import SpecError, Sweep, check_data_root
+from ltsweep.units import baseline, finetune, pretrain
+from ltsweep.units.base import RunContext
 
 log = logging.getLogger("ltsweep.driver")
-
-
-def group_name(units: list[FinetuneUnit]) -> str:
-    """A stable file name for a group: the same trials always write the same file."""
-    digest = hashlib.sha256("".join(sorted(u.key for u in units)).encode()).hexdigest()[:16]
-    return f"ft-{units[0].pretrain_key[:8]}-{digest}"
 
 
 def _work_items(assessment, sweep: Sweep) -> tuple[list[dict], dict[str, list[dict]]]:
     """Tune configs: what is ready now, and what waits for a pre-train (by pre-train key)."""
     pending = {p.key for p in assessment.pretrains_todo}
-    ready: list[dict] = [{"kind": "pretrain", "unit": asdict(p)} for p in assessment.pretrains_todo]
-    ready += [{"kind": "baseline", "unit": asdict(b)} for b in assessment.baselines_todo]
+    ready = [pretrain.config(p) for p in assessment.pretrains_todo]
+    ready += [baseline.config(b) for b in assessment.baselines_todo]
     waiting: dict[str, list[dict]] = {}
-    for group in finetune_groups(sweep, assessment.finetunes_todo):
-        item = {"kind": "finetune", "name": group_name(group), "units": [asdict(u) for u in group]}
-        key = group[0].pretrain_key
-        if key in pending:
-            waiting.setdefault(key, []).append(item)
+    for group in finetune.finetune_groups(sweep, assessment.finetunes_todo):
+        if group[0].depends_on in pending:
+            waiting.setdefault(group[0].depends_on, []).append(finetune.config(group))
         else:
-            ready.append(item)
+            ready.append(finetune.config(group))
     return ready, waiting
 
 
@@ -81,31 +73,14 @@ def units_of(config: dict) -> tuple[str, int]:
 
 def _trainable(config: dict, ctx_blob: dict) -> None:
     """One Tune trial: run one unit of work in the worker, report once."""
-    from ray import tune
-
-    from ltsweep.device import use_threads
-    from ltsweep.units.pretrain import RunContext, run_finetunes, run_pretrain
+    from ltsweep.device import use_threads  # torch: in the worker, never in the driver
 
     sweep = Sweep.model_validate(ctx_blob["sweep"])
     ctx = RunContext(sweep, Path(ctx_blob["run_dir"]), Path(ctx_blob["cache_dir"]))
     kind = config["kind"]
     use_threads(ctx_blob["cpus"][kind])
     t0 = time.perf_counter()
-    if kind == "pretrain":
-        run_pretrain(
-            ctx,
-            PretrainUnit(
-                **{**config["unit"], "feature_epochs": tuple(config["unit"]["feature_epochs"])}
-            ),
-        )
-    elif kind == "finetune":
-        run_finetunes(ctx, [FinetuneUnit(**u) for u in config["units"]], config["name"])
-    elif kind == "baseline":
-        from ltsweep.units.baseline import BaselineUnit, run_baseline
-
-        run_baseline(ctx, BaselineUnit(**config["unit"]))
-    else:
-        raise ValueError(f"unknown unit kind {kind!r}")
+    KINDS[kind].run_config(ctx, config)
     tune.report({"seconds": time.perf_counter() - t0})
 
 
@@ -180,16 +155,8 @@ def _check_resources(sweep: Sweep, cluster: dict[str, float]) -> None:
 
 def prepare_run(sweep: Sweep, run_dir: Path, cache_dir: Path):
     """Validate, write the frozen sweep copy and run.json, and assess what is stored."""
-    import yaml
-
     check_data_root(sweep)
     plan = make_plan(sweep)
-    try:
-        from ltsweep.units.baseline import plan_baselines
-    except ImportError:
-        plan_baselines = None
-    if plan_baselines is not None:
-        plan.baselines = plan_baselines(sweep)
     for d in (run_dir / "results", run_dir / "logs", cache_dir):
         d.mkdir(parents=True, exist_ok=True)
     cleanup_temp(run_dir)
@@ -233,7 +200,7 @@ def run_sweep(
         return summary
 
     log_path = run_dir / "logs" / "driver.log"
-    _log_ray_to_file(log_path)
+    log_ray_to_file(log_path)
     stream = stream or sys.stderr  # the progress view keeps the real terminal
     if show_progress:
         print(
@@ -275,7 +242,7 @@ def run_sweep(
             )
         finally:
             prune_failed(run_dir / "results")
-            _heartbeat(run_dir, running=False)
+            heartbeat(run_dir, running=False)
             if started_ray:
                 ray.shutdown()
 
@@ -309,8 +276,7 @@ def _run_tuner(
                 progress.finished("finetune", len(item["units"]), ok=False, seconds=0.0)
 
     searcher = DependencySearcher(ready, waiting, stop_event, on_pretrain_failed)
-    res = {kind: getattr(sweep.resources, kind) for kind in ("pretrain", "finetune")}
-    res["baseline"] = sweep.resources.pretrain
+    res = {name: kind.resources(sweep) for name, kind in KINDS.items()}
 
     def resources(config: dict):
         r = res[config["kind"]]
@@ -340,10 +306,10 @@ def _run_tuner(
             verbose=0,
             callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=sweep.execution.max_failures),
-            stop=_StopOnEvent(stop_event),
+            stop=StopOnEvent(stop_event),
         ),
     )
-    with _ctrl_c(stop_event) as interrupted, progress or contextlib.nullcontext():
+    with ctrl_c(stop_event) as interrupted, progress or contextlib.nullcontext():
         grid = tuner.fit()
     summary["interrupted"] = interrupted.is_set()
     errors = [r for r in grid if r.error is not None]
@@ -354,28 +320,6 @@ def _run_tuner(
     return summary
 
 
-@contextlib.contextmanager
-def _ctrl_c(stop_event: threading.Event):
-    """First Ctrl-C: stop scheduling and stop the running trials (stored results are safe);
-    a second one: raise KeyboardInterrupt at once."""
-    interrupted = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield interrupted
-        return
-
-    def handler(signum, frame):
-        if interrupted.is_set():
-            raise KeyboardInterrupt
-        interrupted.set()
-        stop_event.set()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield interrupted
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _trial_name(trial) -> str:
     c = trial.config
     tag = c["unit"]["key"][:10] if c["kind"] != "finetune" else c["name"]
@@ -384,75 +328,7 @@ def _trial_name(trial) -> str:
 
 def _failed_row(sweep: Sweep, u: dict, message: str) -> dict:
     """The row of a fine-tune whose Tune trial died before its worker could write one."""
-    import math
-
-    from ltsweep.store.results import unit_row
-
-    unit = FinetuneUnit(**u)
-    return unit_row(
-        sweep.name,
-        unit,
-        "two-stage",
-        {},
-        pretrain_key=unit.pretrain_key,
-        head=unit.head,
-        pretrain_epochs=unit.pretrain_epochs,
-        actual_noise=math.nan,
-        n_train=0,
-        status="failed",
-        error=message,
-        seconds=0.0,
-        started="",
-    )
-
-
-def _heartbeat(run_dir: Path, running: bool, counts: dict | None = None) -> None:
-    write_json(
-        run_dir / "driver.json",
-        {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "running": running,
-            "time": time.time(),
-            "units_running": counts or {},
-        },
-    )
-
-
-def _log_ray_to_file(path: Path) -> None:
-    """Ray's and Tune's console chatter goes to the run's driver.log, not the user's terminal."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    for name in ("ray", "ray.tune", "ray.train", "ltsweep"):
-        lg = logging.getLogger(name)
-        lg.handlers = [
-            h
-            for h in lg.handlers
-            if not isinstance(h, logging.StreamHandler) or isinstance(h, logging.FileHandler)
-        ]
-        lg.addHandler(handler)
-        lg.propagate = False
-        lg.setLevel(logging.INFO)
-
-
-class _StopOnEvent(Stopper):
-    """Stops every trial once the event is set (SLURM preemption): stored results are safe."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(self, trial_id: str, result: dict) -> bool:
-        return False
-
-    def __getstate__(self) -> dict:
-        return {"event": None}  # a pickled copy (Tune's state file) never stops anything
-
-    def __setstate__(self, state: dict) -> None:
-        self.event = threading.Event()
-
-    def stop_all(self) -> bool:
-        return self.event.is_set()
+    return finetune.failed_row(sweep.name, finetune.FinetuneUnit(**u), message)
 
 
 class _ProgressCallback(Callback):
@@ -469,7 +345,7 @@ class _ProgressCallback(Callback):
         counts: dict[str, int] = {}
         for stage, n, _ in self.active.values():
             counts[stage] = counts.get(stage, 0) + n
-        _heartbeat(self.run_dir, running=True, counts=counts)
+        heartbeat(self.run_dir, running=True, counts=counts)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         stage, n = units_of(trial.config)

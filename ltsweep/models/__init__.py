@@ -1,0 +1,4 @@
+"""Networks: ResNet18 with a width and a CIFAR or ImageNet stem (`resnet`), MLP heads (`heads`).
+
+May import: torch only.
+"""

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ltsweep.planning.plan import finetune_groups, make_plan
+from ltsweep.planning.plan import make_plan
 from ltsweep.planning.state import assess
 from ltsweep.sweep.estimate import estimate
 from ltsweep.sweep.schema import Sweep, check_data_root
+from ltsweep.units.finetune import finetune_groups
 
 
 def describe_plan(sweep: Sweep, run_dir: Path, cache_dir: Path) -> str:
     check_data_root(sweep)
     plan = make_plan(sweep)
-    try:
-        from ltsweep.units.baseline import plan_baselines
-
-        plan.baselines = plan_baselines(sweep)
-    except ImportError:
-        pass
     a = assess(plan, run_dir, cache_dir, verify=False)
     groups = finetune_groups(sweep, a.finetunes_todo)
     c = a.counts()

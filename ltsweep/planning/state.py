@@ -9,9 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ltsweep.planning.plan import FinetuneUnit, Plan, PretrainUnit
-from ltsweep.store import cache as store
+from ltsweep.planning.plan import Plan
+from ltsweep.store import cache
 from ltsweep.store.results import stored_keys
+from ltsweep.units.baseline import BaselineUnit
+from ltsweep.units.finetune import FinetuneUnit
+from ltsweep.units.pretrain import PretrainUnit
 
 
 @dataclass
@@ -21,7 +24,7 @@ class Assessment:
     failed: set[str]  # unit keys whose last attempt failed (and have no ok row)
     pretrains_todo: list[PretrainUnit] = field(default_factory=list)
     finetunes_todo: list[FinetuneUnit] = field(default_factory=list)
-    baselines_todo: list = field(default_factory=list)
+    baselines_todo: list[BaselineUnit] = field(default_factory=list)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Per stage: total, done, failed (last attempt), to do."""
@@ -52,7 +55,8 @@ class Assessment:
 def assess(plan: Plan, run_dir: Path, cache_dir: Path, verify: bool = True) -> Assessment:
     """Split `plan` into stored and to-do units; with `verify`, check the features to be read.
 
-    A corrupt feature file raises `store.CacheError` naming it, before anything is scheduled.
+    A corrupt feature file raises `CacheError` (ltsweep.store.cache) naming it, before anything
+    is scheduled.
     """
     results = Path(run_dir) / "results"
     done = stored_keys(results, "ok")
@@ -62,11 +66,11 @@ def assess(plan: Plan, run_dir: Path, cache_dir: Path, verify: bool = True) -> A
     a.baselines_todo = [u for u in plan.baselines if u.key not in done]
     needed = {(u.pretrain_key, u.pretrain_epochs) for u in a.finetunes_todo}
     for p in plan.pretrains:
-        ready = all(store.features_ready(cache_dir, p.key, e) for e in p.feature_epochs)
+        ready = all(cache.features_ready(cache_dir, p.key, e) for e in p.feature_epochs)
         if not ready:
             a.pretrains_todo.append(p)
         elif verify:
             for e in p.feature_epochs:
                 if (p.key, e) in needed:
-                    store.verify_features(cache_dir, p.key, e)
+                    cache.verify_features(cache_dir, p.key, e)
     return a

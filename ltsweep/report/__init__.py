@@ -3,13 +3,18 @@
 - `ltsweep.report.figures`: one function per figure (Figs. 3-8, Table 1), each returning a
   matplotlib Figure (or a DataFrame) that carries its plotted numbers as `ltsweep_data`.
 - `ltsweep.report.paper`: the paper's published numbers and `compare_with_paper`.
-- `ltsweep.report.build`: `write_report(run_dir)`, the `ltsweep report` command's work.
+- `ltsweep.report.build`: `write_report(run_dir)`, the `ltsweep report` command's work, with
+  `tables` (the display tables) and `document` (one page written as Markdown and HTML).
+
+May import: pandas, numpy, matplotlib (Agg), scikit-learn, `ltsweep.store`; no torch (the
+t-SNE's feature files are read through `ltsweep.store.cache` when the report is written).
 """
 
 from __future__ import annotations
 
-from ltsweep.report.build import FIGURE_NAMES, write_report
+from ltsweep.report.build import write_report
 from ltsweep.report.figures import (
+    FIGURE_NAMES,
     fig3_loss_gain,
     fig4_two_vs_single_stage,
     fig5_methods_vs_noise,

@@ -12,13 +12,9 @@ CLI decides what to say). Files are written atomically, so a reader never sees h
 
 from __future__ import annotations
 
-import base64
-import html
 import importlib
-import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,225 +24,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ltsweep.report import figures as F
+from ltsweep.report.document import Document
+from ltsweep.report.figures import FIGURE_NAMES
 from ltsweep.report.paper import compare_with_paper
+from ltsweep.report.tables import comparison_table, figure_table, pivot_tables, summary_lines
 from ltsweep.store.atomic import atomic_path, write_text
 from ltsweep.store.results import load_results
 
 __all__ = ["write_report", "tsne_features", "FIGURE_NAMES"]
-
-#: the report's figure and table names, in order; a t-SNE gets one per dataset
-#: (`fig78_tsne_<dataset>`)
-FIGURE_NAMES = (
-    "fig3_loss_gain",
-    "fig4_two_vs_single_stage",
-    "fig5_methods_vs_noise",
-    "table1_clothing1m",
-    "fig6_pretrain_epochs",
-    "fig78_tsne",
-)
-_STAGE_ORDER = ("two-stage", "single-stage")
-
-
-# ---------------------------------------------------------------------------- a tiny document
-
-
-@dataclass
-class _Doc:
-    """Blocks rendered twice, to Markdown and to self-contained HTML."""
-
-    out_dir: Path
-    blocks: list[tuple[str, Any]] = field(default_factory=list)
-
-    def h(self, level: int, text: str) -> None:
-        self.blocks.append((f"h{level}", text))
-
-    def p(self, text: str) -> None:
-        self.blocks.append(("p", text))
-
-    def items(self, items: Iterable[str]) -> None:
-        self.blocks.append(("ul", list(items)))
-
-    def image(self, filename: str, alt: str) -> None:
-        self.blocks.append(("img", (filename, alt)))
-
-    def table(self, table: pd.DataFrame) -> None:
-        self.blocks.append(("table", table))
-
-    def markdown(self) -> str:
-        out: list[str] = []
-        for kind, value in self.blocks:
-            if kind.startswith("h"):
-                out.append("#" * int(kind[1:]) + " " + value)
-            elif kind == "p":
-                out.append(value)
-            elif kind == "ul":
-                out.append("\n".join(f"- {x}" for x in value))
-            elif kind == "img":
-                out.append(f"![{value[1]}]({value[0]})")
-            elif kind == "table":
-                out.append(_md_table(value))
-        return "\n\n".join(out) + "\n"
-
-    def html(self, title: str) -> str:
-        body: list[str] = []
-        for kind, value in self.blocks:
-            if kind.startswith("h"):
-                body.append(f"<{kind}>{_inline(value)}</{kind}>")
-            elif kind == "p":
-                body.append(f"<p>{_inline(value)}</p>")
-            elif kind == "ul":
-                body.append("<ul>" + "".join(f"<li>{_inline(x)}</li>" for x in value) + "</ul>")
-            elif kind == "img":
-                data = base64.b64encode((self.out_dir / value[0]).read_bytes()).decode("ascii")
-                body.append(
-                    f'<figure><img alt="{html.escape(value[1])}" '
-                    f'src="data:image/png;base64,{data}"/>'
-                    f"<figcaption>{html.escape(value[0])}</figcaption></figure>"
-                )
-            elif kind == "table":
-                body.append(value.to_html(index=False, border=0, na_rep="", escape=True))
-        return (
-            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
-            + "\n".join(body)
-            + "\n</body></html>\n"
-        )
-
-
-_CSS = (
-    "body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;"
-    "color:#222}table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0 1.5em}"
-    "th,td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}"
-    "th{background:#f4f4f4}img{max-width:100%}figure{margin:1em 0}"
-    "figcaption{color:#777;font-size:0.8em}code{background:#f4f4f4;padding:0 3px}"
-)
-
-
-def _inline(text: str) -> str:
-    """Markdown `code` spans to <code>, everything else escaped."""
-    parts = re.split(r"`([^`]*)`", text)
-    return "".join(
-        f"<code>{html.escape(p)}</code>" if i % 2 else html.escape(p) for i, p in enumerate(parts)
-    )
-
-
-def _md_table(table: pd.DataFrame) -> str:
-    if table.empty:
-        return "_(empty)_"
-
-    def cell(v: Any) -> str:
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            return ""
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    head = "| " + " | ".join(cell(c) for c in table.columns) + " |"
-    rule = "| " + " | ".join("---" for _ in table.columns) + " |"
-    lines = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(False)]
-    return "\n".join([head, rule, *lines])
-
-
-# ---------------------------------------------------------------------------- display tables
-
-
-def _cell(mean: float, std: float, n: int, signed: bool = False) -> str:
-    fmt = "{:+.1f}" if signed else "{:.1f}"
-    return fmt.format(mean) + (f" ± {std:.1f}" if n > 1 else "")
-
-
-def _rank(values: pd.Series, order: Iterable[Any]) -> pd.Series:
-    pos = {v: i for i, v in enumerate(order)}
-    return values.map(lambda v: pos.get(v, len(pos)))
-
-
-def _wide(
-    data: pd.DataFrame, index: list[str], column: str = "noise", signed: bool = False
-) -> pd.DataFrame:
-    """Tidy mean/std/n rows -> one row per `index` tuple, one column per `column` value."""
-    d = data.copy()
-    d["cell"] = [
-        _cell(m, s, n, signed) for m, s, n in zip(d["mean"], d["std"], d["n"], strict=True)
-    ]
-    ranks = []
-    for c in index:
-        if c == "stage":
-            d["_r_" + c] = _rank(d[c], _STAGE_ORDER)
-        elif c == "method":
-            d["_r_" + c] = _rank(d[c], (*F.SSL_ORDER, *F.BASELINE_ORDER))
-        elif c == "loss":
-            d["_r_" + c] = _rank(d[c], F.LOSS_ORDER)
-        else:
-            d["_r_" + c] = d[c]
-        ranks.append("_r_" + c)
-    d = d.sort_values([*ranks, column])
-    keys = pd.MultiIndex.from_frame(d[index].drop_duplicates())
-    wide = d.set_index([*index, column])["cell"].unstack(column).reindex(keys)
-    if column == "noise":
-        wide.columns = [f"{F.fmt_num(round(float(x) * 100, 6))}%" for x in wide.columns]
-    else:
-        wide.columns = [F.fmt_num(x) for x in wide.columns]
-    wide = wide.reset_index()
-    for c in index:
-        if c == "gamma":
-            wide[c] = [F.fmt_num(x) for x in wide[c]]
-        elif c == "dataset":
-            wide[c] = [F.dataset_label(x) for x in wide[c]]
-        elif c in ("method", "loss"):
-            wide[c] = [F.label(x) for x in wide[c]]
-    return wide.fillna("")
-
-
-def _figure_table(name: str, fig: Figure) -> pd.DataFrame:
-    data: pd.DataFrame = fig.ltsweep_data  # type: ignore[attr-defined]
-    if name == "fig3_loss_gain":
-        out = _wide(data, ["dataset", "method", "loss"], signed=True)
-        return out
-    if name in ("fig4_two_vs_single_stage", "fig5_methods_vs_noise"):
-        index = ["dataset", "gamma", "stage", "method"] + (["loss"] if "loss" in data else [])
-        return _wide(data, index)
-    if name == "fig6_pretrain_epochs":
-        out = _wide(data, ["metric", "gamma"], column="pretrain_epochs")
-        out.columns = [c if i < 2 else f"{c} ep." for i, c in enumerate(out.columns)]
-        return out
-    if name.startswith("fig78_tsne"):
-        s = fig.ltsweep_summary.copy()  # type: ignore[attr-defined]
-        s["gamma"] = [F.fmt_num(g) for g in s["gamma"]]
-        s["knn2d_acc"] = [f"{100 * v:.1f}%" for v in s["knn2d_acc"]]
-        return s.rename(columns={"knn2d_acc": "5-NN acc. on the 2-D map"})
-    return data
-
-
-def _pivot(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """Accuracy (%) by (stage, method, gamma, loss) x noise, one table per dataset."""
-    rows = F.final_encoders(df)
-    out = []
-    for ds in F.ordered(rows["dataset"].tolist(), ("cifar10", "cifar100", "clothing1m")):
-        sub = rows[rows["dataset"] == ds].copy()
-        sub["loss"] = sub["loss"].fillna("")
-        data = F.summarize(sub, ["stage", "method", "gamma", "loss", "noise"])
-        out.append((ds, _wide(data, ["stage", "method", "gamma", "loss"])))
-    return out
-
-
-def _comparison_table(cmp: pd.DataFrame) -> pd.DataFrame:
-    out = pd.DataFrame(
-        {
-            "dataset": [F.dataset_label(x) for x in cmp["dataset"]],
-            "gamma": [F.fmt_num(x) for x in cmp["gamma"]],
-            "noise": [f"{F.fmt_num(round(100 * x, 6))}%" for x in cmp["noise"]],
-            "stage": cmp["stage"],
-            "method": [F.label(x) for x in cmp["method"]],
-            "loss": [F.label(x) if x else "" for x in cmp["loss"]],
-            "paper": cmp["paper"],
-            "ours": [f"{x:.1f}" for x in cmp["ours"]],
-            "diff": [f"{x:+.1f}" for x in cmp["diff"]],
-            "holds": [
-                "" if h is None or pd.isna(h) else ("yes" if h else "no") for h in cmp["holds"]
-            ],
-            "n": cmp["n"],
-            "note": cmp["note"],
-        }
-    )
-    return out
 
 
 # ---------------------------------------------------------------------------- t-SNE inputs
@@ -273,7 +58,9 @@ def tsne_features(
     except ImportError as err:
         return {}, [("fig78_tsne", f"feature store not available ({err})")]
     if store is None or not hasattr(store, "load_features"):
-        return {}, [("fig78_tsne", "feature store not available (no ltsweep.store.cache.load_features)")]
+        return {}, [
+            ("fig78_tsne", "feature store not available (no ltsweep.store.cache.load_features)")
+        ]
     cache = _cache_dir(store, Path(run_dir), cache_dir)
     if isinstance(cache, str):
         return {}, [("fig78_tsne", cache)]
@@ -337,43 +124,6 @@ def _numpy(x: Any) -> np.ndarray:
 # ---------------------------------------------------------------------------- the report
 
 
-def _summary(df: pd.DataFrame, n_failed: int) -> list[str]:
-    out = [
-        f"result rows: {len(df)}" + (f" ({n_failed} failed units not shown)" if n_failed else "")
-    ]
-    for ds in F.ordered(df["dataset"].tolist(), ("cifar10", "cifar100", "clothing1m")):
-        sub = df[df["dataset"] == ds]
-        gammas = ", ".join(F.fmt_num(g) for g in sorted(sub["gamma"].unique()))
-        noises = ", ".join(F.fmt_num(round(100 * x, 6)) for x in sorted(sub["noise"].unique()))
-        out.append(f"{F.dataset_label(ds)}: {len(sub)} rows; gamma {gammas}; noise {noises} %")
-    two = df[df["stage"] == "two-stage"]
-    one = df[df["stage"] == "single-stage"]
-    if not two.empty:
-        meths = F.ordered(two["method"].tolist(), F.SSL_ORDER)
-        losses = F.ordered(two["loss"].tolist(), F.LOSS_ORDER)
-        epochs = ", ".join(str(int(e)) for e in sorted(two["pretrain_epochs"].unique()))
-        heads = ", ".join(sorted(str(h) for h in two["head"].unique()))
-        out.append(
-            "two-stage: "
-            + ", ".join(F.label(m) for m in meths)
-            + "; losses "
-            + ", ".join(F.label(x) for x in losses)
-            + f"; heads {heads}; pre-training epochs {epochs}"
-        )
-    if not one.empty:
-        base = F.ordered(one["method"].tolist(), F.BASELINE_ORDER)
-        out.append("single-stage baselines: " + ", ".join(F.label(b) for b in base))
-    seeds = ", ".join(str(int(s)) for s in sorted(df["seed"].unique()))
-    dseeds = ", ".join(str(int(s)) for s in sorted(df["data_seed"].unique()))
-    out.append(f"seeds {seeds}; data seeds {dseeds} (error bars: std over both)")
-    if not two.empty and two["pretrain_epochs"].nunique() > 1:
-        out.append(
-            "Figures 3-5, Table 1, the pivot and the paper comparison use the longest "
-            "pre-training of each encoder; Fig. 6 uses every epoch"
-        )
-    return out
-
-
 def _sweep_name(df: pd.DataFrame, run_dir: Path) -> str:
     names = [s for s in df["sweep"].dropna().unique() if s] if "sweep" in df else []
     return ", ".join(sorted(names)) if names else run_dir.resolve().name
@@ -406,7 +156,7 @@ def write_report(
     """Write the report of a run folder and return the path of its `index.md`.
 
     `out_dir` defaults to `<run_dir>/report`; `cache_dir` (for the t-SNE features) defaults
-    to `ltsweep.store.run_cache_dir(run_dir)`. Prints nothing; warnings raised while drawing
+    to `ltsweep.store.cache.run_cache_dir(run_dir)`. Prints nothing; warnings raised while drawing
     are collected into the report instead of reaching the terminal.
     """
     run_dir = Path(run_dir)
@@ -416,7 +166,7 @@ def write_report(
     everything = load_results(run_dir, include_failed=True)
     n_failed = int((everything["status"] == "failed").sum()) if not everything.empty else 0
     name = _sweep_name(df, run_dir)
-    doc = _Doc(out)
+    doc = Document(out)
     skipped: list[tuple[str, str]] = []
     caught: list[str] = []
     written: set[str] = set()
@@ -430,7 +180,7 @@ def write_report(
         for fig_name in FIGURE_NAMES:
             skipped.append((fig_name, "no result rows"))
     else:
-        doc.items(_summary(df, n_failed))
+        doc.items(summary_lines(df, n_failed))
 
     def attempt(fig_name: str, make: Callable[[], Any]) -> Any:
         with warnings.catch_warnings(record=True) as got:
@@ -459,7 +209,7 @@ def write_report(
         doc.image(png, title)
         if what:
             doc.p(what)
-        table = attempt(fig_name, lambda: _figure_table(fig_name, fig))
+        table = attempt(fig_name, lambda: figure_table(fig_name, fig))
         if table is not None:
             doc.table(table)
 
@@ -506,7 +256,7 @@ def write_report(
 
         doc.h(2, "Accuracy (%) by (stage, method, gamma, loss) x noise")
         doc.p("Mean ± std over seeds and data seeds; one table per dataset.")
-        for ds, table in _pivot(df):
+        for ds, table in pivot_tables(df):
             doc.h(3, F.dataset_label(ds))
             doc.table(table)
 
@@ -517,7 +267,7 @@ def write_report(
                 "Paper numbers in %; `diff` = ours - paper (for a range, the distance to "
                 "the nearest end, 0 inside; for a bound, ours - bound)."
             )
-            doc.table(_comparison_table(cmp))
+            doc.table(comparison_table(cmp))
         else:
             doc.p("No cell of this run matches a number published in the paper.")
 

@@ -3,6 +3,8 @@
 Each Tune trial writes its rows as one Parquet file under `<run>/results/`, atomically, so
 a killed worker leaves either the whole file or nothing. Rows are keyed by `unit_key`;
 a unit whose key is stored is done and is never run again by that run folder.
+`pivot_text` is the table `ltsweep results` prints. pandas is imported only by the
+functions that return DataFrames, so `ltsweep status` (which reads keys) stays quick.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ltsweep import __version__
 from ltsweep.store.atomic import atomic_path
 
 SCHEMA = pa.schema(
@@ -91,10 +94,8 @@ def unit_row(
 ) -> dict[str, Any]:
     """The row of `unit` (a fine-tune or baseline unit): its own fields, its metrics (NaN where
     missing, as for a failed unit), where and by which version it ran, and the stage's own
-    `columns` (pretrain_key, head, knn_acc, timings, status, ...)."""
-    from ltsweep import __version__
-
-    row = {"sweep": sweep, "unit_key": unit.key, "stage": stage}
+    `columns` (pretrain_key, head, knn_acc, timings, ...; status "ok" unless given)."""
+    row = {"sweep": sweep, "unit_key": unit.key, "stage": stage, "status": "ok", "error": ""}
     row |= {f: getattr(unit, f) for f in UNIT_FIELDS}
     row |= {m: metrics.get(m, math.nan) for m in METRICS}
     row |= {"class_acc": metrics.get("class_acc", []), "host": socket.gethostname()}
@@ -170,3 +171,29 @@ def prune_failed(directory: str | os.PathLike[str]) -> int:
             f.unlink()
             removed += 1
     return removed
+
+
+def pivot(df):
+    """Mean accuracy in % by (stage, method, gamma, loss) x noise."""
+    import pandas as pd
+
+    if df.empty:
+        return pd.DataFrame()
+    table = df.assign(acc=df["acc"] * 100).pivot_table(
+        index=["stage", "method", "gamma", "loss"], columns="noise", values="acc", aggfunc="mean"
+    )
+    table.columns = [f"{c:.0%}" for c in table.columns]
+    return table.round(1)
+
+
+def pivot_text(run_dir: str | os.PathLike[str]) -> str:
+    """What `ltsweep results` prints: the pivot, and how many seeds each cell averages."""
+    df = load_results(run_dir)
+    if df.empty:
+        return f"no results stored in {run_dir} yet"
+    seeds = df.groupby(["stage", "method", "gamma", "loss", "noise"]).size()
+    note = "" if seeds.max() == 1 else f" (mean over up to {seeds.max()} seeds)"
+    return (
+        f"accuracy (%) on the balanced clean test set{note}; columns: noise\n"
+        + pivot(df).to_string()
+    )

@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from ltsweep.sweep.ssl_settings import Strict
+from ltsweep.sweep.base import Strict
 
 #: single-stage baselines by name; the first four are the fine-tune losses from scratch
 BASELINES = ("ce", "la", "sl", "la+sl", "elr", "dividemix")

@@ -12,9 +12,9 @@ import os
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
-from ltsweep.sweep.schema import SpecError, _first_error, read_yaml
+from ltsweep.sweep.base import Strict, parse, read_yaml
 
 #: ports one job's Ray uses on a node: fixed ports, then the worker port range
 RAY_PORT_BLOCK = 256
@@ -91,10 +91,8 @@ Minutes = Annotated[int, BeforeValidator(_minutes), Field(ge=1)]
 SbatchOption = Annotated[str, BeforeValidator(_sbatch_option)]
 
 
-class ClusterProfile(BaseModel):
+class ClusterProfile(Strict):
     """One SLURM allocation for a whole sweep: N nodes, one task (and one Ray node) each."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     partition: str = Field(min_length=1, description="SLURM partition (sbatch --partition)")
     account: str | None = Field(None, description="sbatch --account, if the site needs one")
@@ -158,12 +156,7 @@ class ClusterProfile(BaseModel):
 
 
 def parse_profile(data: Any, source: str = "<profile>") -> ClusterProfile:
-    if not isinstance(data, dict):
-        raise SpecError(f"{source}: a cluster profile is a YAML mapping, got {type(data).__name__}")
-    try:
-        return ClusterProfile(**data)
-    except ValidationError as err:
-        raise SpecError(f"{source}: {_first_error(err)}") from None
+    return parse(ClusterProfile, data, source, "cluster profile")
 
 
 def load_profile(path: str | os.PathLike[str]) -> ClusterProfile:

@@ -168,7 +168,7 @@ def finetune_flops(sweep: Sweep, unit: Any) -> float:
 
 
 def finetune_bytes(sweep: Sweep, unit: Any) -> int:
-    """Bytes one fine-tune trial adds to a stacked group (`ltsweep.finetune.train_stacked`).
+    """Bytes one fine-tune trial adds to a stacked group (`ltsweep.train.finetune.train_stacked`).
 
     float32 trained weights x 4 (weight, gradient, Adam's two moments), one batch's
     activations (a full head's hidden layer: its pre-BN, post-BN and post-ReLU values and their

@@ -1,32 +1,30 @@
-"""The sweep file: its schema, and the one-line errors that name the field at fault.
+"""The sweep file's schema: data, backbone, grid, losses, resources, execution; its checks.
 
 A sweep file is YAML validated by pydantic before anything runs. Errors are reported as
-`grid.noise[3]: 1.2 is not in [0, 1)` so a user can find the line. Imports no torch: `ltsweep
+`grid.noise[3]: 1.2 is not in [0, 1)` (`ltsweep.sweep.base`) so a user can find the line.
+The per-method blocks are `ssl_settings` and `baseline_settings`. Imports no torch: `ltsweep
 plan` and `ltsweep status` must answer in a blink.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 
+from ltsweep.sweep.base import SpecError, Strict, first_error, parse, read_yaml
 from ltsweep.sweep.baseline_settings import BaselineSettings
-from ltsweep.sweep.ssl_settings import SSL_SETTINGS, SSLSettings, Strict
+from ltsweep.sweep.ssl_settings import SSL_SETTINGS, SSLSettings
 
 DATASETS = ("digits", "cifar10", "cifar100", "clothing1m")
 LOSSES = ("ce", "ce+sl", "la", "la+sl")
 HEADS = ("auto", "full", "last")
 #: classes per data set, needed by the plan before any data is read
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "clothing1m": 14}
-
-
-class SpecError(ValueError):
-    """A sweep or profile file is invalid; str() is one line naming the file and field."""
 
 
 #: the image size a data set is read at when data.image_size is null (Clothing1M: 224 crops)
@@ -205,7 +203,7 @@ class Sweep(Strict):
             try:
                 method_settings(method, overrides)
             except ValidationError as err:
-                raise ValueError(_first_error(err, prefix=f"ssl.{method}")) from None
+                raise ValueError(first_error(err, prefix=f"ssl.{method}")) from None
         return self
 
     @model_validator(mode="after")
@@ -236,6 +234,12 @@ class Sweep(Strict):
     def ssl_settings(self, method: str) -> SSLSettings:
         return method_settings(method, self.ssl.get(method, {}))
 
+    def resolved_sl_threshold(self) -> float:
+        """The SuperLoss threshold of every unit: loss.sl_threshold, or log(C) when it is null."""
+        if self.loss.sl_threshold is not None:
+            return self.loss.sl_threshold
+        return math.log(self.num_classes)
+
     @property
     def num_classes(self) -> int:
         return NUM_CLASSES[self.data.dataset]
@@ -257,60 +261,8 @@ def method_settings(method: str, overrides: dict[str, Any]) -> SSLSettings:
     return cls(**merged)
 
 
-def _loc(parts: tuple[Any, ...]) -> str:
-    out = ""
-    for p in parts:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        else:
-            out += ("." if out else "") + str(p)
-    return out
-
-
-def _first_error(err: ValidationError, prefix: str = "") -> str:
-    e = err.errors()[0]
-    loc = _loc(tuple(e["loc"]))
-    if prefix:
-        loc = f"{prefix}.{loc}" if loc else prefix
-    msg = e["msg"]
-    if e["type"] == "extra_forbidden":
-        msg = f"unknown key {loc.rsplit('.', 1)[-1]!r}"
-    elif e["type"] == "missing":
-        msg = "required field is missing"
-    elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-        if msg.startswith(("ssl.",)) and not loc:
-            return msg
-    else:
-        msg = (
-            f"{e.get('input')!r}: {msg}"
-            if "input" in e and not isinstance(e.get("input"), dict)
-            else msg
-        )
-    return f"{loc}: {msg}" if loc else msg
-
-
 def parse_sweep(data: Any, source: str = "<sweep>") -> Sweep:
-    if not isinstance(data, dict):
-        raise SpecError(f"{source}: a sweep file is a YAML mapping, got {type(data).__name__}")
-    try:
-        return Sweep(**data)
-    except ValidationError as err:
-        raise SpecError(f"{source}: {_first_error(err)}") from None
-
-
-def read_yaml(path: str | os.PathLike[str], what: str) -> Any:
-    """The YAML content of `path`; a missing file or bad YAML is a SpecError naming file and line."""
-    p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"{p}: no such {what}")
-    try:
-        return yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise SpecError(f"{p}{where}: malformed YAML: {problem}") from None
+    return parse(Sweep, data, source, "sweep file")
 
 
 def load_sweep(path: str | os.PathLike[str]) -> Sweep:

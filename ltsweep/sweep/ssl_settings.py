@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from ltsweep.sweep.base import Strict
 
 
 class FinetuneSettings(Strict):
@@ -47,9 +45,9 @@ class AugmentSettings(Strict):
 
 
 class SSLSettings(Strict):
-    """Fields shared by every SSL method."""
+    """Fields shared by every SSL method; a method's class sets its own defaults."""
 
-    optimizer: Literal["sgd", "adam"]
+    optimizer: Literal["sgd", "adam"] = "adam"
     base_lr: float = Field(gt=0, description="learning rate at batch 256 when lr_scaling is linear")
     lr_scaling: Literal["linear", "none"] = "linear"
     weight_decay: float = Field(ge=0)
@@ -62,6 +60,8 @@ class SSLSettings(Strict):
     knn_every: int = Field(50, ge=1, description="epochs between kNN monitor evaluations")
     knn_k: int = Field(200, ge=1)
     knn_temperature: float = Field(0.1, gt=0)
+    proj_hidden: int = Field(2048, ge=1, description="hidden width of the projection MLP")
+    proj_dim: int = Field(2048, ge=1, description="output width of the projection MLP")
     augment: AugmentSettings = AugmentSettings()
     finetune: FinetuneSettings = FinetuneSettings()
 
@@ -73,14 +73,11 @@ class SimSiamSettings(SSLSettings):
     optimizer: Literal["sgd", "adam"] = "sgd"
     base_lr: float = Field(0.03, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
-    proj_hidden: int = Field(2048, ge=1)
-    proj_dim: int = Field(2048, ge=1)
     pred_hidden: int = Field(512, ge=1)
     finetune: FinetuneSettings = FinetuneSettings(last_layer_above=0.6)
 
 
 class SimCLRSettings(SSLSettings):
-    optimizer: Literal["sgd", "adam"] = "adam"
     base_lr: float = Field(1e-3, gt=0)
     lr_scaling: Literal["linear", "none"] = "none"
     weight_decay: float = Field(1e-6, ge=0)
@@ -88,7 +85,6 @@ class SimCLRSettings(SSLSettings):
     warmup_epochs: int = Field(0, ge=0)
     schedule: Literal["cosine", "constant"] = "constant"
     temperature: float = Field(0.5, gt=0)
-    proj_hidden: int = Field(2048, ge=1)
     proj_dim: int = Field(128, ge=1)
     finetune: FinetuneSettings = FinetuneSettings(
         head="linear", lr=1e-3, weight_decay=1e-6, epochs=25, last_layer_above=None
@@ -96,7 +92,6 @@ class SimCLRSettings(SSLSettings):
 
 
 class BYOLSettings(SSLSettings):
-    optimizer: Literal["sgd", "adam"] = "adam"
     base_lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1.5e-6, ge=0)
     proj_hidden: int = Field(4096, ge=1)
@@ -109,11 +104,8 @@ class BYOLSettings(SSLSettings):
 
 
 class BarlowTwinsSettings(SSLSettings):
-    optimizer: Literal["sgd", "adam"] = "adam"
     base_lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
-    proj_hidden: int = Field(2048, ge=1)
-    proj_dim: int = Field(2048, ge=1)
     lambda_offdiag: float = Field(0.005, ge=0)
     finetune: FinetuneSettings = FinetuneSettings(last_layer_above=0.2)
 

@@ -26,18 +26,39 @@ hold the stacked trainer to it (same test predictions on >= 99 % of the test set
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from ltsweep.device import to_device
 from ltsweep.losses import label_prior, superloss, superloss_sigma
+from ltsweep.store import cache
 from ltsweep.train.stacked_adam import stacked_optimizer
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
+
+
+@functools.lru_cache(maxsize=2)
+def stored_features(cache_dir: str, key: str, epoch: int, device: str) -> dict[str, Any]:
+    """The features of pre-train `key` at `epoch`, the trained-on ones moved to `device`.
+
+    Read (and checksum-verified) once per worker process: the groups of one pre-train that a
+    worker runs one after the other share them.
+    """
+    raw = cache.load_features(Path(cache_dir), key, epoch)
+    dev = torch.device(device)
+    return {
+        k: to_device(v, dev) if k in ("train", "test") or k.startswith("head.") else v
+        for k, v in raw.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -339,8 +360,6 @@ def train_reference(
     head_init: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One trial the plain way (nn modules, torch.optim.Adam, a loop over batches): the yardstick."""
-    from torch import nn
-
     train_x, test_x = train_x.float(), test_x.float()
     gen = torch.Generator().manual_seed(trial.seed)
     if head.mode == "last":

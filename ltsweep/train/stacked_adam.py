@@ -1,6 +1,6 @@
 """Adam over stacked trials: every trial of a fine-tune group updated in one step.
 
-The stacked trainer (ltsweep.finetune) holds all trials' weights in tensors whose leading axes
+The stacked trainer (ltsweep.train.finetune) holds all trials' weights in tensors whose leading axes
 index the trials; each trial needs the update torch.optim.Adam would give it alone, with its
 own learning rate and weight decay.
 """

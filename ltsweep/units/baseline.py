@@ -1,70 +1,63 @@
-"""Single-stage baselines as units of the sweep: the plan's side and the worker's side.
+"""The baseline unit: one single-stage network trained from scratch on a cell's noisy labels.
 
-`plan_baselines` expands `baselines.methods` over the same cells as the two-stage trials
-(grid.gamma x grid.noise x grid.seeds x grid.data_seeds), one unit per (method, cell),
-named by a content key of everything that determines its output. It imports no torch.
-`run_baseline` trains one unit (resuming from its checkpoint in the cache), evaluates it on
-the balanced clean test set and writes its one result row. Its training labels come from
-`training_subset` and `noisy_labels` of `ltsweep.work`, the very calls `run_finetunes`
-makes, so a baseline and a fine-tune trial of the same cell see the same noisy labels.
+Key: one per (method, gamma, noise, seed, data seed), over the same cells as the two-stage
+trials (grid.gamma x grid.noise x grid.seeds x grid.data_seeds), with the data, the backbone,
+the training budget every baseline shares and the method's own settings resolved for the cell
+(`method_params`), and, for cifar-n noise, the label file's content.
+Needs: nothing.
+Resources: `resources.pretrain` (a baseline trains a whole network, as a pre-train does).
+Runs: trains (or resumes, from `<cache>/baseline/<key>/last.pt`) the method's network(s) on
+the shared baseline loop (`ltsweep.train.baselines`), evaluates on the balanced clean test set
+and writes its one result row, `baseline-<key>`. Its training labels come from
+`ltsweep.data.cell`, the very calls a fine-tune trial of the same cell makes, so both see the
+same noisy labels.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import traceback
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from itertools import product
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
 
 from ltsweep.sweep.baseline_settings import SUPERVISED, BaselineSettings
+from ltsweep.sweep.schema import Resources, Sweep
+from ltsweep.units.base import Row, RowUnit, RunContext, content_key, label_file, now, record_rows
 
-if TYPE_CHECKING:
-    import numpy as np
-
+if TYPE_CHECKING:  # the worker's types: torch-side modules, imported when a unit runs
     from ltsweep.data.noise import NoisyLabels
-    from ltsweep.sweep.schema import Sweep
     from ltsweep.train.baselines.common import Outcome, TrainSet
-    from ltsweep.units.pretrain import RunContext
 
-
-def baseline_settings(sweep: Sweep) -> BaselineSettings:
-    """The sweep's `baselines` block as a BaselineSettings, whether or not spec.py parsed it already."""
-    raw = sweep.baselines
-    if isinstance(raw, BaselineSettings):
-        return raw
-    return BaselineSettings(**(raw or {}))
+KIND = "baseline"
 
 
 @dataclass(frozen=True)
-class BaselineUnit:
-    key: str
-    method: str  # ce | la | sl | la+sl | elr | dividemix
-    dataset: str
-    gamma: float
-    data_seed: int
-    noise: float
-    noise_type: str
-    seed: int
+class BaselineUnit(RowUnit):
     epochs: int
     settings: dict[str, Any] = field(compare=False, hash=False)  # {"budget": ..., "params": ...}
-    # noise_type cifar-n: {path, key, sha256} of the label file (its key and sha256 are in `key`)
-    label_file: dict[str, str] | None = field(default=None, compare=False, hash=False)
 
-    @property
-    def stage(self) -> str:
-        return "baseline"
+    kind: ClassVar[str] = KIND
+    table_stage: ClassVar[str] = "single-stage"
 
     @property
     def loss(self) -> str:
         """The results table's loss column: the loss name, or the method's own name."""
         return self.method
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def own_columns(self) -> dict[str, Any]:
+        """No encoder and no head; DivideMix's division columns come with its result."""
+        return {
+            "pretrain_key": None,
+            "head": "",
+            "pretrain_epochs": 0,
+            "knn_acc": math.nan,
+            "clean_fraction": math.nan,
+            "clean_precision": math.nan,
+        }
 
 
 def method_params(sweep: Sweep, bs: BaselineSettings, method: str, noise: float) -> dict[str, Any]:
@@ -80,11 +73,7 @@ def method_params(sweep: Sweep, bs: BaselineSettings, method: str, noise: float)
             out["la_tau"] = sweep.loss.la_tau
         if method.endswith("sl"):
             out["sl_lambda"] = sweep.loss.sl_lambda
-            out["sl_threshold"] = (
-                sweep.loss.sl_threshold
-                if sweep.loss.sl_threshold is not None
-                else math.log(sweep.num_classes)
-            )
+            out["sl_threshold"] = sweep.resolved_sl_threshold()
         return out
     if method == "elr":
         return bs.elr.resolved(dataset).model_dump()
@@ -110,64 +99,52 @@ def method_params(sweep: Sweep, bs: BaselineSettings, method: str, noise: float)
 
 
 def plan_baselines(sweep: Sweep) -> list[BaselineUnit]:
-    """One unit per (baseline, gamma, noise, seed, data seed): the two-stage trials' cells."""
-    from ltsweep.planning.plan import (  # here, not at the top: plan.py imports this module
-        content_key,
-        label_file,
-        label_identity,
-    )
-
-    bs = baseline_settings(sweep)
+    """One unit per (baseline, gamma, data seed, noise, seed): the two-stage trials' cells."""
+    bs = sweep.baselines
     grid = sweep.grid
-    data_id = sweep.data.identity()
-    backbone = sweep.backbone.model_dump()
     budget = bs.budget()
     labels = label_file(sweep) if bs.methods else None
+    identity = {"data": sweep.data.identity(), "backbone": sweep.backbone.model_dump()}
     units: dict[str, BaselineUnit] = {}
     for method, gamma, data_seed, noise, seed in product(
         bs.methods, grid.gamma, grid.data_seeds, grid.noise, grid.seeds
     ):
         settings = {"budget": budget, "params": method_params(sweep, bs, method, noise)}
-        fields = {
-            "method": method,
-            "data": data_id,
-            "backbone": backbone,
-            "gamma": gamma,
-            "data_seed": data_seed,
-            "noise": noise,
-            "noise_type": grid.noise_type,
-            "seed": seed,
-            "settings": settings,
-        }
-        if labels is not None:  # only then: keys of symmetric-noise sweeps stay as they were
-            fields["noisy_labels"] = label_identity(labels)
-        key = content_key("baseline", fields)
-        units.setdefault(
+        cell = {"gamma": gamma, "data_seed": data_seed, "noise": noise, "seed": seed}
+        cell |= {"method": method, "noise_type": grid.noise_type}
+        key = content_key(KIND, {**identity, **cell, "settings": settings}, labels)
+        unit = BaselineUnit(
             key,
-            BaselineUnit(
-                key=key,
-                method=method,
-                dataset=sweep.data.dataset,
-                gamma=gamma,
-                data_seed=data_seed,
-                noise=noise,
-                noise_type=grid.noise_type,
-                seed=seed,
-                epochs=bs.epochs,
-                settings=settings,
-                label_file=labels,
-            ),
+            dataset=sweep.data.dataset,
+            epochs=bs.epochs,
+            settings=settings,
+            label_file=labels,
+            **cell,
         )
+        units.setdefault(key, unit)
     return list(units.values())
 
 
+def resources(sweep: Sweep) -> Resources:
+    return sweep.resources.pretrain
+
+
+def config(unit: BaselineUnit) -> dict[str, Any]:
+    """The Tune config that runs `unit` (plain data: it crosses to a Ray worker)."""
+    return {"kind": KIND, "unit": asdict(unit)}
+
+
+def run_config(ctx: RunContext, config: dict[str, Any]) -> None:
+    run_baseline(ctx, BaselineUnit(**config["unit"]))
+
+
 def checkpoint_dir(cache_dir: Path, key: str) -> Path:
-    return Path(cache_dir) / "baseline" / key
+    return Path(cache_dir) / KIND / key
 
 
 def cell_labels(sweep: Sweep, unit: BaselineUnit) -> tuple[np.ndarray, np.ndarray, NoisyLabels]:
     """(subset index, clean labels, noisy labels) of the unit's cell: the fine-tune trials' calls."""
-    from ltsweep.units.pretrain import dataset_for, noisy_labels, training_subset
+    from ltsweep.data.cell import dataset_for, noisy_labels, training_subset  # torch: worker only
 
     data = dataset_for(sweep)
     index = training_subset(data, unit.gamma, unit.data_seed)
@@ -179,55 +156,55 @@ def cell_labels(sweep: Sweep, unit: BaselineUnit) -> tuple[np.ndarray, np.ndarra
 
 
 def train_unit(ctx: RunContext, unit: BaselineUnit, train: TrainSet) -> Outcome:
-    """Train `unit` on `train` with its method's trainer (a seam tests can spy on)."""
+    """Train `unit` on `train` with its method on the shared loop (a seam tests can spy on)."""
+    # the worker's side: torch and the trainers load here, never when planning
+    from ltsweep.data.cell import dataset_for
     from ltsweep.device import pick_device
     from ltsweep.train.baselines.common import Backbone, Budget
-    from ltsweep.train.baselines.dividemix import DivideMixParams, train_dividemix
-    from ltsweep.train.baselines.elr import ELRParams, train_elr
-    from ltsweep.train.baselines.supervised import LossParams, train_supervised
-    from ltsweep.units.pretrain import dataset_for
+    from ltsweep.train.baselines.dividemix import DivideMix, DivideMixParams
+    from ltsweep.train.baselines.elr import ELR, ELRParams
+    from ltsweep.train.baselines.loop import fit
+    from ltsweep.train.baselines.supervised import LossParams, Supervised
 
     sweep = ctx.sweep
     data = dataset_for(sweep)
-    device = pick_device(sweep.execution.device)
-    backbone = Backbone(sweep.backbone.arch, sweep.backbone.width, data.stem)
-    budget = Budget.of(unit.settings["budget"])
     params = unit.settings["params"]
-    common = {
-        "device": device,
-        "checkpoint_dir": checkpoint_dir(ctx.cache_dir, unit.key),
-        "seed": unit.seed,
-        "checkpoint_every": baseline_settings(sweep).checkpoint_every,
-        "amp": sweep.execution.amp,
-    }
     if unit.method in SUPERVISED:
-        return train_supervised(train, data.test, backbone, budget, LossParams(**params), **common)
-    if unit.method == "elr":
-        return train_elr(train, data.test, backbone, budget, ELRParams(**params), **common)
-    if unit.method == "dividemix":
-        return train_dividemix(
-            train, data.test, backbone, budget, DivideMixParams(**params), **common
-        )
-    raise ValueError(f"unknown baseline {unit.method!r}")
+        method = Supervised(LossParams(**params))
+    elif unit.method == "elr":
+        method = ELR(ELRParams(**params))
+    elif unit.method == "dividemix":
+        method = DivideMix(DivideMixParams(**params))
+    else:
+        raise ValueError(f"unknown baseline {unit.method!r}")
+    return fit(
+        method,
+        train,
+        data.test,
+        Backbone(sweep.backbone.arch, sweep.backbone.width, data.stem),
+        Budget.of(unit.settings["budget"]),
+        pick_device(sweep.execution.device),
+        checkpoint_dir(ctx.cache_dir, unit.key),
+        unit.seed,
+        sweep.baselines.checkpoint_every,
+        sweep.execution.amp,
+    )
 
 
-def run_baseline(ctx: RunContext, unit: BaselineUnit) -> dict[str, Any]:
+def run_baseline(ctx: RunContext, unit: BaselineUnit) -> Row:
     """Train (or resume) one baseline, evaluate it and write its result row; return the row.
 
     A failure writes a `failed-baseline-<key>` row and a traceback under logs/, then re-raises,
-    as `run_finetunes` does, so the driver can record and retry it.
+    as a fine-tune group does, so the driver can record and the next run retry it.
     """
-    import numpy as np
-
+    from ltsweep.data.cell import dataset_for  # torch: worker only
     from ltsweep.metrics import evaluate
-    from ltsweep.store.results import write_rows
     from ltsweep.train.baselines.common import TrainSet
-    from ltsweep.units.pretrain import dataset_for
 
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = now()
     t0 = time.perf_counter()
-    name = f"baseline-{unit.key}"
-    try:
+
+    def rows() -> list[Row]:
         data = dataset_for(ctx.sweep)
         index, clean, noisy = cell_labels(ctx.sweep, unit)
         train = TrainSet(
@@ -237,66 +214,16 @@ def run_baseline(ctx: RunContext, unit: BaselineUnit) -> dict[str, Any]:
         pred = outcome.test_logits.argmax(1).numpy()
         counts = np.bincount(clean, minlength=data.num_classes)
         metrics = evaluate(pred, np.asarray(data.test.labels), counts)
-        row = _row(
-            ctx,
-            unit,
-            metrics,
-            noisy.actual_rate,
-            len(index),
-            time.perf_counter() - t0,
-            started,
-            **outcome.extra,
-        )
-    except Exception as err:  # noqa: BLE001 - a failed unit is recorded, never lost
-        (ctx.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        (ctx.run_dir / "logs" / f"{name}.error.txt").write_text(traceback.format_exc())
-        row = _row(
-            ctx,
-            unit,
-            {},
-            math.nan,
-            0,
-            time.perf_counter() - t0,
-            started,
-            status="failed",
-            error=f"{type(err).__name__}: {err}",
-        )
-        write_rows(ctx.results_dir, f"failed-{name}", [row])
-        raise
-    write_rows(ctx.results_dir, name, [row])
+        columns = {"actual_noise": noisy.actual_rate, "n_train": len(index), **outcome.extra}
+        return [unit.row(ctx.sweep.name, metrics, **columns, **_timing(t0, started))]
+
+    def failed(message: str) -> list[Row]:
+        columns = {"actual_noise": math.nan, "n_train": 0, "status": "failed", "error": message}
+        return [unit.row(ctx.sweep.name, {}, **columns, **_timing(t0, started))]
+
+    (row,) = record_rows(ctx, f"{KIND}-{unit.key}", rows, failed)
     return row
 
 
-def _row(
-    ctx: RunContext,
-    u: BaselineUnit,
-    metrics: dict[str, Any],
-    actual_noise: float,
-    n_train: int,
-    seconds: float,
-    started: str,
-    clean_fraction: float = math.nan,
-    clean_precision: float = math.nan,
-    status: str = "ok",
-    error: str = "",
-) -> dict[str, Any]:
-    from ltsweep.store.results import unit_row
-
-    return unit_row(
-        ctx.sweep.name,
-        u,
-        "single-stage",
-        metrics,
-        pretrain_key=None,
-        head="",
-        pretrain_epochs=0,
-        actual_noise=actual_noise,
-        n_train=n_train,
-        knn_acc=math.nan,
-        clean_fraction=clean_fraction,
-        clean_precision=clean_precision,
-        status=status,
-        error=error,
-        seconds=seconds,
-        started=started,
-    )
+def _timing(t0: float, started: str) -> dict[str, Any]:
+    return {"seconds": time.perf_counter() - t0, "started": started}

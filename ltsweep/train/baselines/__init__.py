@@ -1,9 +1,10 @@
-"""Single-stage baselines (CE, LA, SL, LA+SL from scratch, ELR, DivideMix) as units of a sweep.
+"""Single-stage baselines trained from scratch: CE, LA, SL, LA+SL, ELR and DivideMix.
 
-Importing this package imports no torch (the plan uses `plan_baselines`); the trainers live
-in `supervised`, `elr` and `dividemix` and are imported when a unit runs.
+Owns `common` (the cell's training set, the network, augmentation, schedule, checkpoint
+files), `loop` (`fit`: the one epoch loop, resume and checkpointing every method shares;
+a method is a `Method` that says what an epoch does), `supervised` (the fine-tune losses on
+the whole network), `elr` and `dividemix` (the methods and their hand-checkable pieces).
+
+May import: torch, scikit-learn (DivideMix's GMM), `ltsweep.models`, `ltsweep.data`,
+`ltsweep.losses`, `augment`, `device`, `ltsweep.train.inference`, `ltsweep.store.atomic`.
 """
-
-from ltsweep.units.baseline import BaselineUnit, plan_baselines, run_baseline
-
-__all__ = ["BaselineUnit", "plan_baselines", "run_baseline"]

@@ -23,7 +23,8 @@ from torch import nn
 
 from ltsweep.augment import Normalize
 from ltsweep.data.base import ImageSet
-from ltsweep.device import autocast, to_device
+from ltsweep.device import to_device
+from ltsweep.models.resnet import build_encoder
 from ltsweep.store.atomic import atomic_path
 
 CHECKPOINT = "last.pt"
@@ -107,8 +108,6 @@ class Classifier(nn.Module):
 
     def __init__(self, backbone: Backbone, num_classes: int) -> None:
         super().__init__()
-        from ltsweep.models.resnet import build_encoder
-
         self.encoder = build_encoder(backbone.arch, backbone.width, backbone.stem)
         self.fc = nn.Linear(self.encoder.feat_dim, num_classes)
 
@@ -177,30 +176,6 @@ class Views:
 
     def plain(self, positions: np.ndarray) -> torch.Tensor:
         return self.normalize(self.raw(positions))
-
-
-@torch.no_grad()
-def logits_of(
-    net: nn.Module,
-    images: ImageSet,
-    index: np.ndarray,
-    normalize: Normalize,
-    device: torch.device,
-    amp: bool = False,
-    batch_size: int = 512,
-) -> torch.Tensor:
-    """Logits (len(index), C) of un-augmented images in eval mode, float32 on the device."""
-    was_training = net.training
-    net.eval()
-    out = []
-    for s in range(0, len(index), batch_size):
-        x = normalize(to_device(images.images(index[s : s + batch_size]), device))
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp):
-            out.append(net(x).float())
-    net.train(was_training)
-    return torch.cat(out)
 
 
 def rng_state() -> dict[str, Any]:

@@ -22,10 +22,8 @@ Every per-sample buffer is sized to the training subset (the reference's is 50,0
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,24 +32,9 @@ import torch.nn.functional as F
 from ltsweep.augment import Normalize
 from ltsweep.data.base import ImageSet
 from ltsweep.device import autocast
-from ltsweep.train.baselines.common import (
-    CHECKPOINT,
-    Backbone,
-    Budget,
-    Classifier,
-    Outcome,
-    TrainSet,
-    Views,
-    batch_bounds,
-    build_networks,
-    check_finite,
-    epoch_lr,
-    load_checkpoint,
-    logits_of,
-    make_optimizer,
-    save_checkpoint,
-    set_lr,
-)
+from ltsweep.train.baselines.common import Outcome
+from ltsweep.train.baselines.loop import Method, Training, cross_entropy, fit, supervised_epoch
+from ltsweep.train.inference import forward_eval
 
 
 @dataclass(frozen=True)
@@ -182,74 +165,22 @@ def division_stats(pred: torch.Tensor, clean_mask: np.ndarray) -> tuple[float, f
 # --- training ----------------------------------------------------------------------------
 
 
-@dataclass
-class _State:
-    epoch: int = 0
-    seconds: float = 0.0
-    history: list[float] | None = None
-    loss_hist: torch.Tensor | None = None  # (2, k, n) last k normalised losses of each net
-    prob: torch.Tensor | None = None  # (2, n) float64 clean probability of the last division
-    divided: bool = False
-
-
-@torch.no_grad()
-def per_sample_losses(
-    net: Classifier,
-    train: TrainSet,
-    normalize: Normalize,
-    labels: torch.Tensor,
-    device: torch.device,
-    amp: bool,
-) -> torch.Tensor:
+def per_sample_losses(t: Training, net: torch.nn.Module) -> torch.Tensor:
     """CE of each training sample's noisy label, in eval mode, without augmentation."""
-    logits = logits_of(net, train.pool, train.index, normalize, device, amp)
-    return F.cross_entropy(logits, labels, reduction="none")
+    normalize = Normalize(t.train.mean, t.train.std, t.device)
+    logits = forward_eval(
+        net, t.train.pool, t.train.index, normalize, t.device, t.amp, on_cpu=False
+    )
+    return F.cross_entropy(logits, t.labels, reduction="none")
 
 
-def _warmup_epoch(
-    net: Classifier,
-    opt: torch.optim.Optimizer,
-    views: Views,
-    labels: torch.Tensor,
-    budget: Budget,
-    order_gen: torch.Generator,
-    device: torch.device,
-    amp: bool,
+def mixmatch_epoch(
+    t: Training, i: int, prob: torch.Tensor, params: DivideMixParams, epoch: int
 ) -> float:
-    net.train()
-    n = len(labels)
-    bounds = batch_bounds(n, budget.batch_size)
-    perm = torch.randperm(n, generator=order_gen)
-    total = torch.zeros((), device=device)
-    for s, e in bounds:
-        pos = perm[s:e]
-        x = views.augment(views.raw(pos.numpy()))
-        with autocast(device, amp):
-            logits = net(x).float()
-        loss = F.cross_entropy(logits, labels[pos.to(device)])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        total += loss.detach()
-    return float(total) / len(bounds)
-
-
-def _train_epoch(
-    net: Classifier,
-    other: Classifier,
-    opt: torch.optim.Optimizer,
-    views: Views,
-    labels: torch.Tensor,
-    prob: torch.Tensor,
-    params: DivideMixParams,
-    epoch: int,
-    num_classes: int,
-    gens: tuple[torch.Generator, torch.Generator],
-    device: torch.device,
-    amp: bool,
-) -> float:
-    """One MixMatch epoch of `net` on the division given by `prob` (the other net's GMM)."""
-    order_gen, mix_gen = gens
+    """One MixMatch epoch of net `i` on the division given by `prob` (the other net's GMM)."""
+    net, other, opt, views = t.nets[i], t.nets[1 - i], t.opts[i], t.views
+    order_gen, mix_gen = t.gens["order_gen"], t.gens["mix_gen"]
+    labels, device, amp, num_classes = t.labels, t.device, t.amp, t.train.num_classes
     net.train()
     other.eval()  # fix one network and train the other
     labelled = torch.nonzero(prob > params.p_threshold).flatten()
@@ -317,23 +248,97 @@ def _train_epoch(
     return float(total) / max(1, steps)
 
 
+class DivideMix(Method):
+    """Two networks: CE warm-up, then each epoch a co-divide and a MixMatch epoch per network.
+
+    Its checkpointed state: the last normalised per-sample losses of each network
+    (`loss_hist`, (2, k, n)), the clean probabilities of the last division (`prob`, (2, n))
+    and whether a division happened yet (`divided`).
+    """
+
+    networks = 2
+    what = "DivideMix loss"
+
+    def __init__(self, params: DivideMixParams, state_out: dict[str, Any] | None = None) -> None:
+        self.params, self.state_out = params, state_out
+        self.divided = False
+
+    def generators(self, seed: int) -> dict[str, torch.Generator]:
+        return {"mix_gen": torch.Generator().manual_seed(seed + 2)}
+
+    def start(self, t: Training) -> None:
+        n = len(t.train)
+        self.loss_hist = torch.zeros(2, 0, n)
+        self.prob = torch.zeros(2, n, dtype=torch.float64)
+
+    def train_epoch(self, t: Training, epoch: int) -> float:
+        if epoch < self.params.warmup_epochs:
+            ce = cross_entropy(t)
+            losses = [
+                supervised_epoch(t, net, opt, ce) for net, opt in zip(t.nets, t.opts, strict=True)
+            ]
+        else:
+            self.divide(t, epoch)
+            losses = [  # co-divide: net i learns from the other net's division
+                mixmatch_epoch(t, i, self.prob[1 - i], self.params, epoch) for i in range(2)
+            ]
+        return float(np.mean(losses))
+
+    def divide(self, t: Training, epoch: int) -> None:
+        """Fit each network's GMM to its (averaged) normalised per-sample losses."""
+        fresh = torch.stack([normalise_losses(per_sample_losses(t, net)).cpu() for net in t.nets])
+        keep = self.params.average_losses_epochs
+        self.loss_hist = torch.cat([self.loss_hist, fresh[:, None]], dim=1)[:, -keep:]
+        gmm_input = self.loss_hist.mean(1) if self.params.average_losses else fresh
+        self.prob = torch.stack(
+            [
+                torch.from_numpy(
+                    clean_probability(
+                        gmm_input[i].double().numpy(),
+                        self.params,
+                        random_state=(t.seed * 100_003 + epoch * 2 + i) % 2**32,
+                    )
+                )
+                for i in range(2)
+            ]
+        )
+        self.divided = True
+
+    def state(self) -> dict[str, Any]:
+        return {"loss_hist": self.loss_hist, "prob": self.prob, "divided": self.divided}
+
+    def load_state(self, blob: dict[str, Any]) -> None:
+        self.loss_hist, self.prob = blob["loss_hist"], blob["prob"]
+        self.divided = bool(blob["divided"])
+
+    def predict(self, t: Training, test: ImageSet) -> tuple[torch.Tensor, dict[str, float]]:
+        outs = [t.test_logits(net, test) for net in t.nets]
+        if self.params.ensemble == "softmax":
+            outs = [torch.softmax(o, dim=1) for o in outs]
+        extra = {"clean_fraction": math.nan, "clean_precision": math.nan}
+        if self.divided:
+            clean = t.train.labels == t.train.clean
+            frac, prec = division_stats(self.prob > self.params.p_threshold, clean)
+            extra = {"clean_fraction": frac, "clean_precision": prec}
+        if self.state_out is not None:
+            self.state_out.update(
+                {"loss_hist": self.loss_hist, "prob": self.prob}
+                | {
+                    f"net{i}.{k}": v
+                    for i, net in enumerate(t.nets)
+                    for k, v in net.state_dict().items()
+                }
+            )
+        return outs[0] + outs[1], extra
+
+
 def train_dividemix(
-    train: TrainSet,
-    test: ImageSet,
-    backbone: Backbone,
-    budget: Budget,
-    params: DivideMixParams,
-    device: torch.device,
-    checkpoint_dir: Path,
-    seed: int,
-    checkpoint_every: int = 10,
-    amp: bool = False,
-    on_epoch: Callable[[int], None] | None = None,
-    state_out: dict[str, torch.Tensor] | None = None,
+    train, test, backbone, budget, params: DivideMixParams, *rest, state_out=None, **opts
 ) -> Outcome:
     """Train DivideMix for budget.epochs (warm-up included), resuming from checkpoint_dir/last.pt.
 
-    Choices where the reference is silent or tied to its data loaders:
+    The other arguments are `fit`'s, in its order (see `train_supervised`). Choices where the
+    reference is silent or tied to its data loaders:
     - the GMM gets a fixed random_state (from seed, epoch and net): the reference leaves it
       to numpy's global RNG, which would make a resumed run differ;
     - a constant loss vector normalises to zeros (the reference would divide by zero);
@@ -344,122 +349,4 @@ def train_dividemix(
       params.average_losses (the reference does it at exactly 90 % noise).
     `state_out` (optional) receives the per-sample state after training, for tests.
     """
-    nets = build_networks(backbone, train.num_classes, seed, 2, device)
-    opts = [make_optimizer(net, budget) for net in nets]
-    order_gen = torch.Generator().manual_seed(seed)
-    aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
-    mix_gen = torch.Generator().manual_seed(seed + 2)
-    n = len(train)
-    st = _State(
-        history=[], loss_hist=torch.zeros(2, 0, n), prob=torch.zeros(2, n, dtype=torch.float64)
-    )
-    ckpt = Path(checkpoint_dir) / CHECKPOINT
-    blob = load_checkpoint(ckpt)
-    if blob is not None:
-        for net, opt, m, o in zip(nets, opts, blob["models"], blob["optimizers"], strict=True):
-            net.load_state_dict(m)
-            opt.load_state_dict(o)
-        order_gen.set_state(blob["order_gen"])
-        aug_gen.set_state(blob["aug_gen"])
-        mix_gen.set_state(blob["mix_gen"])
-        st = _State(
-            epoch=int(blob["epoch"]),
-            seconds=float(blob["seconds"]),
-            history=list(blob["history"]),
-            loss_hist=blob["loss_hist"],
-            prob=blob["prob"],
-            divided=bool(blob["divided"]),
-        )
-
-    views = Views(train, budget, device, aug_gen)
-    normalize = Normalize(train.mean, train.std, device)
-    labels = torch.as_tensor(train.labels, dtype=torch.long, device=device)
-    while st.epoch < budget.epochs:
-        t0 = time.perf_counter()
-        epoch = st.epoch  # 0-based index of the epoch being trained, as in the reference
-        for opt in opts:
-            set_lr(opt, epoch_lr(budget, epoch))
-        if epoch < params.warmup_epochs:
-            losses = [
-                _warmup_epoch(net, opt, views, labels, budget, order_gen, device, amp)
-                for net, opt in zip(nets, opts, strict=True)
-            ]
-        else:
-            fresh = torch.stack(
-                [
-                    normalise_losses(
-                        per_sample_losses(net, train, normalize, labels, device, amp)
-                    ).cpu()
-                    for net in nets
-                ]
-            )
-            keep = params.average_losses_epochs
-            st.loss_hist = torch.cat([st.loss_hist, fresh[:, None]], dim=1)[:, -keep:]
-            gmm_input = st.loss_hist.mean(1) if params.average_losses else fresh
-            st.prob = torch.stack(
-                [
-                    torch.from_numpy(
-                        clean_probability(
-                            gmm_input[i].double().numpy(),
-                            params,
-                            random_state=(seed * 100_003 + epoch * 2 + i) % 2**32,
-                        )
-                    )
-                    for i in range(2)
-                ]
-            )
-            st.divided = True
-            losses = [
-                _train_epoch(
-                    nets[i],
-                    nets[1 - i],
-                    opts[i],
-                    views,
-                    labels,
-                    st.prob[1 - i],  # co-divide: net i learns from the other net's division
-                    params,
-                    epoch,
-                    train.num_classes,
-                    (order_gen, mix_gen),
-                    device,
-                    amp,
-                )
-                for i in range(2)
-            ]
-        st.epoch += 1
-        st.history.append(float(np.mean(losses)))
-        check_finite(st.history[-1], "DivideMix loss", st.epoch)
-        st.seconds += time.perf_counter() - t0
-        if st.epoch % checkpoint_every == 0 or st.epoch == budget.epochs:
-            save_checkpoint(
-                ckpt,
-                {
-                    "models": [net.state_dict() for net in nets],
-                    "optimizers": [opt.state_dict() for opt in opts],
-                    "epoch": st.epoch,
-                    "seconds": st.seconds,
-                    "history": st.history,
-                    "loss_hist": st.loss_hist,
-                    "prob": st.prob,
-                    "divided": st.divided,
-                    "order_gen": order_gen.get_state(),
-                    "aug_gen": aug_gen.get_state(),
-                    "mix_gen": mix_gen.get_state(),
-                },
-            )
-        if on_epoch is not None:
-            on_epoch(st.epoch)
-
-    outs = [logits_of(net, test, np.arange(len(test)), normalize, device, amp) for net in nets]
-    if params.ensemble == "softmax":
-        outs = [torch.softmax(o, dim=1) for o in outs]
-    extra = {"clean_fraction": math.nan, "clean_precision": math.nan}
-    if st.divided:
-        frac, prec = division_stats(st.prob > params.p_threshold, train.labels == train.clean)
-        extra = {"clean_fraction": frac, "clean_precision": prec}
-    if state_out is not None:
-        state_out.update(
-            {"loss_hist": st.loss_hist, "prob": st.prob}
-            | {f"net{i}.{k}": v for i, net in enumerate(nets) for k, v in net.state_dict().items()}
-        )
-    return Outcome((outs[0] + outs[1]).cpu(), st.epoch, st.seconds, st.history, extra)
+    return fit(DivideMix(params, state_out), train, test, backbone, budget, *rest, **opts)

@@ -12,16 +12,14 @@ it, never by the index of the 50,000-image pool; it starts at zero like the refe
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ltsweep.data.base import ImageSet
-from ltsweep.train.baselines.common import Backbone, Budget, Outcome, TrainSet
-from ltsweep.train.baselines.supervised import train_single
+from ltsweep.train.baselines.common import Outcome
+from ltsweep.train.baselines.loop import LossFn, Training, fit
+from ltsweep.train.baselines.supervised import OneNetwork
 
 CLAMP = 1e-4
 
@@ -64,39 +62,25 @@ def elr_loss(
     return F.cross_entropy(logits, labels) + params.lam * elr_regulariser(target[positions], probs)
 
 
+class ELR(OneNetwork):
+    """One network; the per-sample targets are its checkpointed buffer `target`."""
+
+    def __init__(self, params: ELRParams, buffers: dict[str, torch.Tensor] | None = None) -> None:
+        super().__init__(buffers)
+        self.params = params
+
+    def make_loss(self, t: Training) -> LossFn:
+        target = torch.zeros(len(t.train), t.train.num_classes, device=t.device)
+        self.buffers["target"] = target
+        labels = t.labels
+        return lambda logits, pos: elr_loss(logits, labels[pos], target, pos, self.params)
+
+
 def train_elr(
-    train: TrainSet,
-    test: ImageSet,
-    backbone: Backbone,
-    budget: Budget,
-    params: ELRParams,
-    device: torch.device,
-    checkpoint_dir: Path,
-    seed: int,
-    checkpoint_every: int = 10,
-    amp: bool = False,
-    on_epoch: Callable[[int], None] | None = None,
-    state: dict[str, torch.Tensor] | None = None,
+    train, test, backbone, budget, params: ELRParams, *rest, state=None, **opts
 ) -> Outcome:
-    """Train with ELR; `state` (optional) receives the target buffer, so tests can inspect it."""
-    state = state if state is not None else {}
-    state["target"] = torch.zeros(len(train), train.num_classes, device=device)
-    labels = torch.as_tensor(train.labels, dtype=torch.long, device=device)
+    """Train with ELR; `state` (optional) receives the target buffer, so tests can inspect it.
 
-    def loss_fn(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        return elr_loss(logits, labels[pos], state["target"], pos, params)
-
-    return train_single(
-        train,
-        test,
-        backbone,
-        budget,
-        loss_fn,
-        state,
-        device,
-        checkpoint_dir,
-        seed,
-        checkpoint_every,
-        amp,
-        on_epoch,
-    )
+    The other arguments are `fit`'s, in its order (see `train_supervised`).
+    """
+    return fit(ELR(params, state), train, test, backbone, budget, *rest, **opts)

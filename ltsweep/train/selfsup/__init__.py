@@ -1,0 +1,10 @@
+"""Self-supervised pre-training: one loop (`loop`), one short file per method, the features.
+
+Owns `base` (what a method is, and the registry that builds one by name), `simsiam`,
+`simclr`, `byol`, `barlow` (a method's heads and loss), `loop` (optimiser, schedule,
+augmentation, kNN monitor, exact-resume checkpoints) and `features` (the frozen features a
+pre-train stores for its fine-tunes).
+
+May import: torch, `ltsweep.models`, `ltsweep.data`, `augment`, `knn`, `device`,
+`ltsweep.train.inference`, `ltsweep.store.atomic`, `ltsweep.sweep.ssl_settings`.
+"""

@@ -2,7 +2,7 @@
 
 A method is an `nn.Module` holding the encoder and its own heads, with one job: turn two
 views into a loss. Everything else (optimiser, schedule, checkpoints, augmentation, kNN
-monitor) is the shared loop in `ltsweep.selfsup.loop`, so a method file stays short.
+monitor) is the shared loop in `ltsweep.train.selfsup.loop`, so a method file stays short.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import importlib
 import torch
 from torch import nn
 
+from ltsweep.models.heads import first_block_state
 from ltsweep.sweep.ssl_settings import SSLSettings
 
 #: method name -> "module:Class", imported on first use
@@ -48,8 +49,6 @@ class SSLMethod(nn.Module):
 
     def head_init(self) -> dict[str, torch.Tensor] | None:
         """First Linear+BN block of the projection head, the start of the fine-tune MLP head."""
-        from ltsweep.models.heads import first_block_state
-
         return first_block_state(self.projector)
 
 

@@ -25,6 +25,7 @@ from ltsweep.device import autocast, to_device
 from ltsweep.knn import knn_accuracy
 from ltsweep.store.atomic import atomic_path
 from ltsweep.sweep.ssl_settings import SSLSettings
+from ltsweep.train.inference import forward_eval
 from ltsweep.train.selfsup.base import SSLMethod
 
 CHECKPOINT = "last.pt"
@@ -71,30 +72,6 @@ class PretrainState:
     seconds: float = 0.0
 
 
-@torch.no_grad()
-def encode(
-    encoder: torch.nn.Module,
-    images: ImageSet,
-    index: np.ndarray,
-    normalize: Normalize,
-    device: torch.device,
-    batch_size: int = 512,
-    amp: bool = False,
-) -> torch.Tensor:
-    """Frozen features of `images[index]`, in eval mode, on the CPU as float32."""
-    was_training = encoder.training
-    encoder.eval()
-    out = []
-    for s in range(0, len(index), batch_size):
-        x = normalize(to_device(images.images(index[s : s + batch_size]), device))
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp):
-            out.append(encoder(x).float().cpu())
-    encoder.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0)
-
-
 def monitor(
     method: SSLMethod,
     data: Batches,
@@ -103,9 +80,9 @@ def monitor(
     settings: SSLSettings,
     amp: bool,
 ) -> float:
-    bank = encode(method.encoder, data.train, data.index, normalize, device, amp=amp).to(device)
+    bank = forward_eval(method.encoder, data.train, data.index, normalize, device, amp).to(device)
     test_index = np.arange(len(data.test))
-    query = encode(method.encoder, data.test, test_index, normalize, device, amp=amp).to(device)
+    query = forward_eval(method.encoder, data.test, test_index, normalize, device, amp).to(device)
     bank_labels = torch.as_tensor(data.train.labels[data.index], device=device)
     query_labels = torch.as_tensor(data.test.labels, device=device)
     return knn_accuracy(

@@ -1,0 +1,217 @@
+"""The one training loop of every single-stage baseline: a method says what an epoch does.
+
+`fit` builds the method's networks (one, or DivideMix's two) and their SGD optimisers, seeds
+the data-order and augmentation generators (and any of the method's own), resumes from
+`checkpoint_dir/last.pt`, sets the learning rate of each epoch, calls the method's
+`train_epoch`, checks the loss is finite, checkpoints every `checkpoint_every` epochs and at
+the end, and hands back the test logits the method predicts. Its arguments after the method
+are the one parameter set of every baseline trainer (`train_supervised`, `train_elr`,
+`train_dividemix` take their own settings, then pass the rest on).
+
+A checkpoint holds the networks and optimisers, the generators, the epoch, the loss history,
+the torch RNG states and the method's own state (ELR's targets, DivideMix's division); on
+the CPU a resumed run ends bit-identical to one never interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ltsweep.augment import Normalize
+from ltsweep.data.base import ImageSet
+from ltsweep.device import autocast
+from ltsweep.train.baselines.common import (
+    CHECKPOINT,
+    Backbone,
+    Budget,
+    Classifier,
+    Outcome,
+    TrainSet,
+    Views,
+    batch_bounds,
+    build_networks,
+    check_finite,
+    epoch_lr,
+    load_checkpoint,
+    make_optimizer,
+    save_checkpoint,
+    set_lr,
+)
+from ltsweep.train.inference import forward_eval
+
+#: loss(logits (B, C) float32, positions (B,) long on the device) -> scalar
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Training:
+    """What a method's epoch works with: the cell's data, the networks, the generators."""
+
+    train: TrainSet
+    nets: list[Classifier]
+    opts: list[torch.optim.Optimizer]
+    views: Views
+    gens: dict[str, torch.Generator]  # order_gen, aug_gen and the method's own
+    budget: Budget
+    device: torch.device
+    amp: bool
+    seed: int
+
+    @functools.cached_property
+    def labels(self) -> torch.Tensor:
+        """The noisy training labels on the device, by subset position."""
+        return torch.as_tensor(self.train.labels, dtype=torch.long, device=self.device)
+
+    def test_logits(self, net: Classifier, test: ImageSet) -> torch.Tensor:
+        normalize = Normalize(self.train.mean, self.train.std, self.device)
+        return forward_eval(
+            net, test, np.arange(len(test)), normalize, self.device, self.amp, on_cpu=False
+        )
+
+
+class Method:
+    """A baseline's part of the loop; `fit` does the rest."""
+
+    networks = 1  # networks trained (and checkpointed) together
+    what = "baseline loss"  # what a non-finite loss is called in the error
+
+    def generators(self, seed: int) -> dict[str, torch.Generator]:
+        """The method's own generators (on the CPU), checkpointed with the loop's."""
+        return {}
+
+    def start(self, t: Training) -> None:
+        """Before training (and before a checkpoint is read back): build per-sample state."""
+
+    def train_epoch(self, t: Training, epoch: int) -> float:
+        """Train epoch `epoch` (0-based); return its mean loss."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        """The method's state that a checkpoint keeps (plain tensors, numbers)."""
+        return {}
+
+    def load_state(self, blob: dict[str, Any]) -> None:
+        """Inverse of `state`, from a checkpoint's blob."""
+
+    def predict(self, t: Training, test: ImageSet) -> tuple[torch.Tensor, dict[str, float]]:
+        """Test logits (M, C) and the method's extra result columns."""
+        return t.test_logits(t.nets[0], test), {}
+
+
+def supervised_epoch(
+    t: Training, net: Classifier, opt: torch.optim.Optimizer, loss_fn: LossFn
+) -> float:
+    """One epoch of plain minibatch SGD of `net` on augmented views; the mean batch loss.
+
+    The batch order is a fresh permutation of the subset from the loop's order generator.
+    """
+    net.train()
+    n = len(t.train)
+    bounds = batch_bounds(n, t.budget.batch_size)
+    perm = torch.randperm(n, generator=t.gens["order_gen"])
+    total = torch.zeros((), device=t.device)
+    for s, e in bounds:
+        pos = perm[s:e]
+        x = t.views.augment(t.views.raw(pos.numpy()))
+        with autocast(t.device, t.amp):
+            logits = net(x).float()
+        loss = loss_fn(logits, pos.to(t.device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.detach()
+    return float(total) / len(bounds)
+
+
+def cross_entropy(t: Training) -> LossFn:
+    """CE of the noisy labels of the batch's positions."""
+    labels = t.labels
+    return lambda logits, pos: F.cross_entropy(logits, labels[pos])
+
+
+def _networks_blob(t: Training) -> dict[str, Any]:
+    # the layouts checkpoints in existing caches have: one network, or a list of them
+    if len(t.nets) == 1:
+        return {"model": t.nets[0].state_dict(), "optimizer": t.opts[0].state_dict()}
+    return {
+        "models": [net.state_dict() for net in t.nets],
+        "optimizers": [opt.state_dict() for opt in t.opts],
+    }
+
+
+def _load_networks(t: Training, blob: dict[str, Any]) -> None:
+    models = [blob["model"]] if len(t.nets) == 1 else blob["models"]
+    optims = [blob["optimizer"]] if len(t.nets) == 1 else blob["optimizers"]
+    for net, opt, m, o in zip(t.nets, t.opts, models, optims, strict=True):
+        net.load_state_dict(m)
+        opt.load_state_dict(o)
+
+
+def fit(
+    method: Method,
+    train: TrainSet,
+    test: ImageSet,
+    backbone: Backbone,
+    budget: Budget,
+    device: torch.device,
+    checkpoint_dir: Path,
+    seed: int,
+    checkpoint_every: int = 10,
+    amp: bool = False,
+    on_epoch: Callable[[int], None] | None = None,
+) -> Outcome:
+    """Train `method` on `train` for budget.epochs, resuming from checkpoint_dir/last.pt.
+
+    Networks are initialised from `seed`; the data order draws from a generator seeded with
+    `seed`, the augmentation from one seeded with `seed + 1`. `on_epoch(epoch)` runs after
+    each epoch's checkpoint (tests use it to interrupt a run).
+    """
+    nets = build_networks(backbone, train.num_classes, seed, method.networks, device)
+    gens = {
+        "order_gen": torch.Generator().manual_seed(seed),
+        "aug_gen": torch.Generator(device=device).manual_seed(seed + 1),
+        **method.generators(seed),
+    }
+    views = Views(train, budget, device, gens["aug_gen"])
+    opts = [make_optimizer(net, budget) for net in nets]
+    t = Training(train, nets, opts, views, gens, budget, device, amp, seed)
+    method.start(t)
+    ckpt = Path(checkpoint_dir) / CHECKPOINT
+    epoch, seconds, history = 0, 0.0, []
+    blob = load_checkpoint(ckpt)
+    if blob is not None:
+        _load_networks(t, blob)
+        for name, gen in gens.items():
+            gen.set_state(blob[name])
+        method.load_state(blob)
+        epoch, seconds, history = int(blob["epoch"]), float(blob["seconds"]), list(blob["history"])
+
+    while epoch < budget.epochs:
+        t0 = time.perf_counter()
+        for opt in opts:
+            set_lr(opt, epoch_lr(budget, epoch))
+        history.append(method.train_epoch(t, epoch))
+        epoch += 1
+        check_finite(history[-1], method.what, epoch)
+        seconds += time.perf_counter() - t0
+        if epoch % checkpoint_every == 0 or epoch == budget.epochs:
+            save_checkpoint(
+                ckpt,
+                _networks_blob(t)
+                | {name: gen.get_state() for name, gen in gens.items()}
+                | {"epoch": epoch, "seconds": seconds, "history": history}
+                | method.state(),
+            )
+        if on_epoch is not None:
+            on_epoch(epoch)
+    logits, extra = method.predict(t, test)
+    return Outcome(logits.cpu(), epoch, seconds, history, extra)
