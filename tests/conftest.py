@@ -2,15 +2,45 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 # The repository is checked out next to shared/ (locally and in CI).
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+#: where SLURM tests keep their files: the nodes of `cluster/start-slurm.sh --nodes N` each
+#: have their own /tmp, so pytest's usual /tmp/pytest-of-*/ is not seen by a job there
+SHARED_TMP = Path(os.environ.get("LTSWEEP_TEST_SHARED", "/var/tmp/ltsweep-tests"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    if call.when == "call":
+        item.ltsweep_failed = outcome.get_result().failed  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def tmp_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """pytest's tmp_path; for a SLURM test, a fresh folder under SHARED_TMP that every test
+    node sees, removed after the test unless it failed (its logs are then kept)."""
+    if request.node.get_closest_marker("slurm") is None:
+        return tmp_path_factory.mktemp(request.node.name[:30], numbered=True)
+    SHARED_TMP.mkdir(parents=True, exist_ok=True)
+    path = SHARED_TMP / f"{request.node.name[:40]}-{os.getpid()}-{os.urandom(3).hex()}"
+    path.mkdir()
+
+    def remove_unless_failed() -> None:
+        if not getattr(request.node, "ltsweep_failed", False):
+            shutil.rmtree(path, ignore_errors=True)
+
+    request.addfinalizer(remove_unless_failed)
+    return path
 
 
 @pytest.fixture(scope="session")

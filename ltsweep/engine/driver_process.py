@@ -72,6 +72,9 @@ def log_ray_to_file(path: Path) -> None:
         lg.addHandler(handler)
         lg.propagate = False
         lg.setLevel(logging.INFO)
+    # Tune's result grid looks for result.json files that ltsweep turns off on purpose
+    # (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS): its "Failed to fetch metrics" warning means nothing
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
 class StopOnEvent(Stopper):

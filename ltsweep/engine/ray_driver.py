@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,13 @@ def _work_items(assessment, sweep: Sweep) -> tuple[list[dict], dict[str, list[di
     return ready, waiting
 
 
+FAILED = "failed"  # the key of a trial's report whose unit raised (its value: the error)
+
+
+def failed_result(result: dict | None) -> bool:
+    return bool((result or {}).get(FAILED))
+
+
 def units_of(config: dict) -> tuple[str, int]:
     """(progress stage, number of units) of a Tune config."""
     if config["kind"] == "finetune":
@@ -72,7 +80,14 @@ def units_of(config: dict) -> tuple[str, int]:
 
 
 def _trainable(config: dict, ctx_blob: dict) -> None:
-    """One Tune trial: run one unit of work in the worker, report once."""
+    """One Tune trial: run one unit of work in the worker, report once.
+
+    A unit that raises is recorded here (its failed rows and traceback under logs/, written
+    by the unit itself or below) and reported as `failed`: retrying it at once would fail the
+    same way, and the next run retries it. Only a trial whose worker was lost (its node or
+    process died) reaches Tune as an error, and Tune retries it on the nodes that are left
+    (`execution.max_failures`); the unit resumes from its checkpoint in the cache.
+    """
     from ltsweep.device import use_threads  # torch: in the worker, never in the driver
 
     sweep = Sweep.model_validate(ctx_blob["sweep"])
@@ -80,7 +95,15 @@ def _trainable(config: dict, ctx_blob: dict) -> None:
     kind = config["kind"]
     use_threads(ctx_blob["cpus"][kind])
     t0 = time.perf_counter()
-    KINDS[kind].run_config(ctx, config)
+    try:
+        KINDS[kind].run_config(ctx, config)
+    except Exception as err:  # noqa: BLE001 - recorded, reported, retried by the next run
+        logs = ctx.run_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        write_text(logs / f"{_config_name(config)}.error.txt", traceback.format_exc())
+        message = f"{type(err).__name__}: {err}"
+        tune.report({"seconds": time.perf_counter() - t0, FAILED: message})
+        return
     tune.report({"seconds": time.perf_counter() - t0})
 
 
@@ -117,7 +140,7 @@ class DependencySearcher(Searcher):
         if config is None or config["kind"] != "pretrain":
             return
         released = self.waiting.pop(config["unit"]["key"], [])
-        if error:
+        if error or failed_result(result):
             self.on_pretrain_failed(config, released)
         else:
             self.ready[0:0] = released  # fine-tunes are cheap: run them before queued long units
@@ -312,7 +335,7 @@ def _run_tuner(
     with ctrl_c(stop_event) as interrupted, progress or contextlib.nullcontext():
         grid = tuner.fit()
     summary["interrupted"] = interrupted.is_set()
-    errors = [r for r in grid if r.error is not None]
+    errors = [r for r in grid if r.error is not None or failed_result(r.metrics)]
     summary["failed"] = {"trials": len(errors), "pretrain_dependents": len(failed_units)}
     summary["stopped"] = stop_event.is_set()
     if progress:
@@ -320,10 +343,13 @@ def _run_tuner(
     return summary
 
 
-def _trial_name(trial) -> str:
-    c = trial.config
+def _config_name(c: dict) -> str:
     tag = c["unit"]["key"][:10] if c["kind"] != "finetune" else c["name"]
     return f"{c['kind']}-{tag}"
+
+
+def _trial_name(trial) -> str:
+    return _config_name(trial.config)
 
 
 def _failed_row(sweep: Sweep, u: dict, message: str) -> dict:
@@ -348,6 +374,8 @@ class _ProgressCallback(Callback):
         heartbeat(self.run_dir, running=True, counts=counts)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        if trial.trial_id in self.active:  # restarted after its worker was lost
+            return
         stage, n = units_of(trial.config)
         self.active[trial.trial_id] = (stage, n, time.monotonic())
         if self.progress:
@@ -363,7 +391,18 @@ class _ProgressCallback(Callback):
         self._beat()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._end(trial, ok=True)
+        self._end(trial, ok=not failed_result(trial.last_result))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._end(trial, ok=False)
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        """Tune restarts a trial whose worker was lost: say so in driver.log."""
+        failures = trial.run_metadata.num_failures
+        log.warning(
+            "%s lost its worker (its node or process died); retry %d of at most %d on the "
+            "nodes that are left",
+            _trial_name(trial),
+            failures,
+            trial.max_failures,
+        )

@@ -76,10 +76,15 @@ def ray_ports(profile: ClusterProfile, job_id: str) -> RayPorts:
     )
 
 
-def ray_temp_dir(job_id: str) -> str:
+def ray_temp_dir(job_id: str, restart: int = 0) -> str:
     """Node-local, short and per job: Ray's socket paths must stay under 107 bytes (and NFS
-    breaks them), and a per-job folder lets us stop exactly this job's Ray processes."""
-    path = f"/tmp/ltsweep-ray-{job_id}"
+    breaks them), and a per-job folder lets us stop exactly this job's Ray processes.
+
+    A requeued run of the job (SLURM_RESTART_COUNT > 0) gets a folder of its own
+    (`...-<jobid>.r<restart>`), so the reaper of an earlier run, waking late, can never stop
+    the Ray of the run that replaced it.
+    """
+    path = f"/tmp/ltsweep-ray-{job_id}" + (f".r{restart}" if restart else "")
     if len(path) + _SOCKET_SUFFIX >= _MAX_SOCKET:
         raise ValueError(f"Ray temp dir {path} would make socket paths of {_MAX_SOCKET}+ bytes")
     return path
@@ -94,6 +99,7 @@ def render_node_bootstrap(
     head_ip: str | None = None,
     node_ip: str | None = None,
     python: str | None = None,
+    restart: int = 0,
 ) -> list[str]:
     """The exact `ray start` argv for node `rank` of the job (rank 0: the head).
 
@@ -122,7 +128,7 @@ def render_node_bootstrap(
         f"--max-worker-port={ports.max_worker}",
         f"--num-cpus={profile.cpus_per_node}",
         f"--num-gpus={profile.gpus_per_node}",
-        f"--temp-dir={ray_temp_dir(job_id)}",
+        f"--temp-dir={ray_temp_dir(job_id, restart)}",
         "--disable-usage-stats",
     ]
     if node_ip:
@@ -130,9 +136,16 @@ def render_node_bootstrap(
     return argv
 
 
-def _proc_table() -> dict[int, tuple[int, str, bytes]]:
-    """pid -> (ppid, state, cmdline) from /proc (no psutil dependency)."""
+def _proc_table(node_of: str = "self") -> dict[int, tuple[int, str, bytes]]:
+    """pid -> (ppid, state, cmdline) of the processes on the node of process `node_of`
+    (default: this one), from /proc (no psutil).
+
+    "This node" is this process's network namespace: on a cluster every process of a node
+    shares it, and where several nodes share one kernel (containers, or the namespaced test
+    cluster of cluster/start-slurm.sh --nodes N) it keeps one node from stopping another's Ray.
+    """
     table = {}
+    own_net = _net_namespace(node_of)
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -143,16 +156,31 @@ def _proc_table() -> dict[int, tuple[int, str, bytes]]:
                 cmdline = fh.read()
         except OSError:
             continue
+        if _net_namespace(entry) != own_net:
+            continue
         table[int(entry)] = (int(fields[1]), fields[0], cmdline)
     return table
 
 
-def _job_ray_pids(temp_dir: str) -> set[int]:
-    """Processes whose command line names this job's Ray temp dir, and their descendants
-    (workers and agents rename themselves `ray::...`). Never another job's Ray, unlike
-    `ray stop`, which kills every Ray on the node."""
-    table = _proc_table()
-    keys = (temp_dir.encode() + b"/", temp_dir.encode() + b"\0")  # not /tmp/...-12 for job 123
+def _net_namespace(pid: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
+
+
+def job_ray_pids(job_id: str, restart: int | None = None, node_of: str = "self") -> set[int]:
+    """Processes whose command line names the job's Ray temp dir (of one run, or of every
+    run of the job when `restart` is None), and their descendants (workers and agents rename
+    themselves `ray::...`). Never another job's Ray, unlike `ray stop`, which kills every Ray
+    on the node. `node_of`: a pid on the node to look at (default: this process's node)."""
+    table = _proc_table(node_of)
+    base = ray_temp_dir(job_id).encode()
+    if restart is None:  # every run: /tmp/ltsweep-ray-123/ and /tmp/ltsweep-ray-123.r2/
+        keys: tuple[bytes, ...] = (base + b"/", base + b"\0", base + b".r")
+    else:  # not /tmp/...-12 for job 123, nor run .r1 for run .r10
+        own = ray_temp_dir(job_id, restart).encode()
+        keys = (own + b"/", own + b"\0")
     picked = {
         pid
         for pid, (_, state, cmd) in table.items()
@@ -169,12 +197,24 @@ def _job_ray_pids(temp_dir: str) -> set[int]:
     return picked
 
 
-def stop_job_ray(job_id: str, grace_s: float = 3.0) -> int:
-    """Stop this job's Ray processes on this node: SIGTERM, then SIGKILL after `grace_s`.
+def raylet_running(job_id: str, restart: int) -> bool:
+    """Whether this node still runs the raylet of this run of the job (a worker whose own
+    Ray died has nothing left to offer the cluster)."""
+    table = _proc_table()
+    own = ray_temp_dir(job_id, restart).encode()
+    return any(
+        state != "Z" and b"raylet" in cmd.split(b"\0", 1)[0] and own + b"/" in cmd
+        for _, state, cmd in table.values()
+    )
+
+
+def stop_job_ray(job_id: str, grace_s: float = 3.0, restart: int | None = None) -> int:
+    """Stop this job's Ray processes on this node (of one run, or of all its runs when
+    `restart` is None): SIGTERM, then SIGKILL after `grace_s`.
 
     Ray's graceful shutdown takes ~10 s and buys nothing here: the driver has finished or
     been stopped, and results are on disk. Returns how many were found. Idempotent."""
-    pids = _job_ray_pids(ray_temp_dir(job_id))
+    pids = job_ray_pids(job_id, restart)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             try:

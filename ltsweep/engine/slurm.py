@@ -31,12 +31,14 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 
 from ltsweep.engine.ray_node import (
     ray_ports,
+    raylet_running,
     reachable,
     render_node_bootstrap,
     routable_ip,
     stop_job_ray,
     wait_reachable,
 )
+from ltsweep.engine.reaper import spawn_reaper
 from ltsweep.store.atomic import write_json
 from ltsweep.sweep.cluster_profile import ClusterProfile, load_profile
 
@@ -44,8 +46,15 @@ SLURM_JSON = "slurm.json"
 LOG_SUBDIR = Path("logs") / "slurm"
 AUTH_TOKEN = ".ray-auth-token"
 _HEAD_WAIT_S = 600.0  # how long workers wait for the head (it may be slow to start)
-_HEAD_LOST_S = 120.0  # workers give up when the head is unreachable this long
-_WORKER_POLL_S = 5.0  # how often workers look for the driver's done marker
+#: a worker node leaves this long after it last reached the head (the README states it): long
+#: enough to ride out a network blip, short enough that a dead head frees its nodes quickly
+_HEAD_LOST_S = 60.0
+_WORKER_POLL_S = 2.0  # how often workers look for the driver's done marker and the head
+#: SLURM states in which a recorded job still holds or waits for nodes
+ACTIVE_STATES = frozenset(
+    "PENDING RUNNING REQUEUED REQUEUE_HOLD REQUEUE_FED CONFIGURING COMPLETING RESIZING "
+    "SUSPENDED STAGE_OUT SIGNALING".split()
+)
 
 Driver = Callable[..., dict]
 
@@ -180,8 +189,12 @@ def submit_sweep(
     profile: ClusterProfile | str | os.PathLike[str],
     *,
     driver: Driver | None = None,
+    command: str | None = None,
 ) -> submitit.Job[Any]:
     """Submit the sweep as one SLURM job; record it in run_dir/slurm.json and return the job.
+
+    Refuses (JobActive) while the job recorded for run_dir still runs or waits. `command`,
+    the user's submitting command line, is recorded for `ltsweep status` to repeat.
 
     The sweep is validated and frozen here (a bad file fails before queueing, and editing
     it later does not change a queued job). `driver` replaces ray_driver.run_sweep (tests).
@@ -192,22 +205,39 @@ def submit_sweep(
     prof = profile if isinstance(profile, ClusterProfile) else load_profile(profile)
     run = Path(run_dir).resolve()
     cache = Path(cache_dir).resolve()
+    earlier = read_record(run) or {}
+    if earlier:
+        state = job_state(run)
+        if state in ACTIVE_STATES:
+            raise JobActive(
+                f"{run}: SLURM job {earlier['job_id']} of this run folder is still {state}; "
+                f"follow it with `ltsweep status {run}` or stop it with `ltsweep cancel {run}`"
+            )
     run.mkdir(parents=True, exist_ok=True)
     executor = make_executor(prof, run / LOG_SUBDIR / "%j", job_name=f"ltsweep-{sweep.name}")
     job = executor.submit(SweepJob(sweep, run, cache, prof, driver=driver))
+    previous = list(earlier.get("previous_jobs", []))
+    if earlier:
+        previous.append({"job_id": earlier["job_id"], "state": job_state(run) or "unknown"})
     write_json(
         run / SLURM_JSON,
         {
             "job_id": job.job_id,
+            "previous_jobs": previous,
             "log_folder": str(job.paths.folder),
             "submitted_at": _now(),
             "sweep_path": str(Path(sweep_path).resolve()),
             "cache_dir": str(cache),
             "profile": prof.model_dump(mode="json"),
             "requeues": 0,
+            "command": command,
         },
     )
     return job
+
+
+class JobActive(RuntimeError):
+    """The run folder's recorded job still runs or waits: a second job would race it."""
 
 
 def load_job(run_dir: str | os.PathLike[str]) -> submitit.Job[Any] | None:
@@ -243,6 +273,20 @@ def job_state(run_dir: str | os.PathLike[str]) -> str | None:
         lines = _output(["sacct", "-j", jid, "-n", "-X", "-P", "-o", "State"]).splitlines()
     states = [line.split()[0] for line in lines if line.strip()]
     return states[-1] if states else None
+
+
+def requeue_count(run_dir: str | os.PathLike[str]) -> int:
+    """How often the recorded job was requeued, by anyone: SLURM's own restart count
+    (`scontrol show job`: Restarts=N) while the controller knows the job, else the count its
+    last run recorded. Counts `scontrol requeue`, node failures and ltsweep's own requeues
+    at the time limit alike (the record's `requeues` counts only the latter)."""
+    record = read_record(run_dir) or {}
+    if not record:
+        return 0
+    shown = _output(["scontrol", "-o", "show", "job", str(record["job_id"])])
+    live = [int(w.split("=", 1)[1]) for w in shown.split() if w.startswith("Restarts=")]
+    stored = max(int(record.get("restart_count", 0)), int(record.get("requeues", 0)))
+    return max(live + [stored])
 
 
 def cancel(run_dir: str | os.PathLike[str]) -> str | None:
@@ -296,6 +340,7 @@ class SweepJob(Checkpointable):
         self._stop: threading.Event | None = None
         self._thread: threading.Thread | None = None
         self._job_id: str | None = None
+        self._restart = 0
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -312,6 +357,7 @@ class SweepJob(Checkpointable):
         os.environ.pop("RAY_AUTH_TOKEN", None)  # would take precedence over the file
         os.environ.update(ray_auth_env(self.run_dir))  # for `ray start` and the driver
         restart = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+        self._restart = restart
         done_marker = self.run_dir / LOG_SUBDIR / job_id / f"driver-done.{restart}"
         if len(hostnames) == 1:
             head_ip, node_ip = "127.0.0.1", None  # Ray maps loopback to its own address
@@ -319,12 +365,14 @@ class SweepJob(Checkpointable):
             head_ip = routable_ip(hostnames[0]) or hostnames[0]
             node_ip = routable_ip(hostnames[rank])
         argv = render_node_bootstrap(
-            self.profile, job_id, hostnames, rank, head_ip=head_ip, node_ip=node_ip
+            self.profile, job_id, hostnames, rank, head_ip=head_ip, node_ip=node_ip, restart=restart
         )
         gcs = ray_ports(self.profile, job_id).gcs
         _log(f"job {job_id} rank {rank}/{len(hostnames)} on {env.hostname}, restart {restart}")
         if stop_job_ray(job_id, grace_s=1.0):
             _log("stopped Ray processes left over by an earlier run of this job")
+        # whatever ends this task (scancel, requeue, time limit, kill -9), its Ray goes too
+        spawn_reaper(job_id, restart, self.run_dir / LOG_SUBDIR / job_id / "reaper.log")
         try:
             if rank == 0:
                 return self._run_head(job_id, hostnames, restart, argv, f"{head_ip}:{gcs}")
@@ -334,7 +382,7 @@ class SweepJob(Checkpointable):
             if rank == 0:
                 done_marker.parent.mkdir(parents=True, exist_ok=True)
                 done_marker.touch()
-            stop_job_ray(job_id)
+            stop_job_ray(job_id, restart=restart)
 
     def _start_ray(self, argv: list[str]) -> None:
         _log("starting Ray: " + shlex.join(argv))
@@ -390,13 +438,19 @@ class SweepJob(Checkpointable):
             raise RuntimeError(f"the Ray head {head}:{port} was not reachable in {_HEAD_WAIT_S}s")
         self._start_ray(argv)
         lost_since: float | None = None
+        ray_seen = False
         while not done_marker.exists():
+            if self._job_id is not None and raylet_running(self._job_id, self._restart):
+                ray_seen = True
+            elif ray_seen:
+                _log("this node's Ray died; leaving (its units are retried on other nodes)")
+                return
             if reachable(head, port):
                 lost_since = None
             elif lost_since is None:
                 lost_since = time.monotonic()
             elif time.monotonic() - lost_since > _HEAD_LOST_S:
-                _log(f"the Ray head {head}:{port} is gone; leaving")
+                _log(f"the Ray head {head}:{port} is gone for {_HEAD_LOST_S:.0f}s; leaving")
                 return
             time.sleep(_WORKER_POLL_S)
 
@@ -412,7 +466,7 @@ class SweepJob(Checkpointable):
             if self._thread.is_alive():
                 _log(f"the driver did not stop within {wait_s:.0f}s; its running units are lost")
         if self._job_id is not None:
-            stop_job_ray(self._job_id)
+            stop_job_ray(self._job_id, restart=self._restart)
         count = self.requeues + 1
         if count > self.profile.max_requeues:
             _log(

@@ -122,7 +122,13 @@ class ExecutionSettings(Strict):
         "activations; estimated per trial): groups are cut to fit",
     )
     feature_dtype: Literal["float32", "float16"] = "float32"
-    max_failures: int = Field(0, ge=0, description="Tune retries of a failed unit")
+    max_failures: int = Field(
+        3,
+        ge=0,
+        description="retries of a unit whose worker was lost (its node or process died), on "
+        "the nodes that are left; a unit that raises is recorded as failed, and the next run "
+        "retries it",
+    )
     gpu_tflops: float = Field(
         25.0,
         gt=0,
