@@ -11,7 +11,7 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
-from ltsweep.engine import slurm
+from ltsweep.engine import slurm, sweep_job
 from ltsweep.sweep.cluster_profile import ClusterProfile, load_profile, parse_profile
 from ltsweep.sweep.schema import SpecError
 
@@ -302,15 +302,15 @@ def test_worker_waits_for_the_driver_or_a_lost_head(
     job = slurm.SweepJob(Sweep(name="t"), tmp_path, tmp_path / "cache", prof)
     started: list[list[str]] = []
     monkeypatch.setattr(job, "_start_ray", started.append)
-    monkeypatch.setattr(slurm, "_WORKER_POLL_S", 0.05)
+    monkeypatch.setattr(sweep_job, "_WORKER_POLL_S", 0.05)
     reachable = [True]
-    monkeypatch.setattr(slurm, "reachable", lambda host, port: reachable[0])
-    monkeypatch.setattr(slurm, "wait_reachable", lambda host, port, timeout_s: True)
+    monkeypatch.setattr(sweep_job, "reachable", lambda host, port: reachable[0])
+    monkeypatch.setattr(sweep_job, "wait_reachable", lambda host, port, timeout_s: True)
     marker = tmp_path / "driver-done.0"
     threading.Timer(0.3, marker.touch).start()
     job._run_worker(["ray", "start"], "head", 1234, marker)  # returns once the marker exists
     assert started == [["ray", "start"]] and marker.exists()
 
     reachable[0] = False
-    monkeypatch.setattr(slurm, "_HEAD_LOST_S", 0.2)
+    monkeypatch.setattr(sweep_job, "_HEAD_LOST_S", 0.2)
     job._run_worker(["ray", "start"], "head", 1234, tmp_path / "never")  # head gone: leaves

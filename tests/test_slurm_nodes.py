@@ -26,7 +26,7 @@ from conftest import TINY_SWEEP, ltsweep_cmd
 from test_slurm_cluster import job_fields, release_requeued, wait_until
 
 import ltsweep
-from ltsweep.engine import ray_node, slurm
+from ltsweep.engine import ray_node, slurm, sweep_job
 from ltsweep.planning.plan import make_plan
 from ltsweep.sweep.cluster_profile import load_profile
 from ltsweep.sweep.schema import load_sweep
@@ -248,9 +248,9 @@ def test_a_killed_head_fails_clearly_and_a_new_submission_finishes(nodes, shared
         t_kill = time.monotonic()
         for pid in task + raylet:
             os.kill(pid, signal.SIGKILL)
-        state = wait_for_end(run_dir, timeout_s=slurm._HEAD_LOST_S + 90)
+        state = wait_for_end(run_dir, timeout_s=sweep_job._HEAD_LOST_S + 90)
         # the workers left within their grace time, so the job ended soon after
-        assert time.monotonic() - t_kill < slurm._HEAD_LOST_S + 60
+        assert time.monotonic() - t_kill < sweep_job._HEAD_LOST_S + 60
         assert state in ("FAILED", "COMPLETED", "CANCELLED") or state.startswith("NODE")
     finally:
         subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
@@ -379,7 +379,7 @@ def test_workers_leave_within_their_grace_when_they_lose_the_head(nodes, shared_
         for rule in rules:
             subprocess.run([*iptables, "-I", *rule], check=True, timeout=30)
         t_cut = time.monotonic()
-        grace = slurm._HEAD_LOST_S + 3 * slurm._WORKER_POLL_S + 15
+        grace = sweep_job._HEAD_LOST_S + 3 * sweep_job._WORKER_POLL_S + 15
         wait_until(
             lambda: not any(_worker_tasks(n) or job_ray_pids(n, job_id) for n in workers),
             grace,

@@ -3,8 +3,10 @@
 Owns `ray_driver` (the Tune driver: a searcher that releases fine-tunes when their pre-train
 is done, each unit kind asking for its own resources), `driver_process` (Ctrl-C, the stop
 event, Ray's logs, the heartbeat), `progress` (the terminal's progress line), `slurm`
-(submitit: submit, record, requeue, status, cancel) and `ray_node` (one job's Ray on a
-node), with the helpers a SLURM job runs on its nodes.
+(the submit host's side: submit, follow, count requeues, cancel), `slurm_record` (the run's
+slurm.json), `sweep_job` (what a SLURM job runs on its nodes: a Ray head and the driver on
+the first, Ray workers on the others, requeue on SIGUSR2), `ray_node` (one job's Ray on a
+node: ports, temp dir, `ray start`, stop) and `reaper` (a job's Ray never outlives its task).
 
 May import: ray, submitit, `ltsweep.planning`, `ltsweep.units`, `ltsweep.store`,
 `ltsweep.sweep`; torch only inside a Tune trial (in the worker).

@@ -3,7 +3,7 @@
 Two sweeps may share a node, so everything here is per job: a port block derived from the
 job id, a node-local temp dir named after it, and a stop that kills exactly the processes
 under that temp dir (never another job's Ray, unlike `ray stop`). Pure functions except
-`stop_job_ray` and the reachability probes; used by `ltsweep.engine.slurm`.
+`stop_job_ray` and the reachability probes; used by `ltsweep.engine.sweep_job` (on the nodes) and `ltsweep.engine.reaper`.
 """
 
 from __future__ import annotations
