@@ -87,7 +87,7 @@ def test_settings_defaults_and_resolution():
     expect10 = {0.0: 0, 0.2: 0, 0.3: 25, 0.5: 25, 0.6: 25, 0.8: 25, 0.85: 50, 0.9: 50, 0.95: 50}
     for noise, lu in expect10.items():
         assert dm.resolved_lambda_u("cifar10", noise) == lu, noise
-    expect100 = {0.1: 0, 0.2: 0, 0.4: 150, 0.9: 150}
+    expect100 = {0.1: 25, 0.2: 25, 0.4: 150, 0.9: 150}  # Appendix B: 25 at 20 %
     for noise, lu in expect100.items():
         assert dm.resolved_lambda_u("cifar100", noise) == lu, noise
     assert DivideMixSettings(lambda_u=3).resolved_lambda_u("cifar10", 0.9) == 3

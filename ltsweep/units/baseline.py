@@ -83,7 +83,7 @@ def method_params(sweep: Sweep, bs: BaselineSettings, method: str, noise: float)
             "warmup_epochs": dm.resolved_warmup(dataset),
             "alpha": dm.alpha,
             "T": dm.T,
-            "p_threshold": dm.p_threshold,
+            "p_threshold": dm.resolved_p_threshold(noise),
             "lambda_u": dm.resolved_lambda_u(dataset, noise),
             "rampup_epochs": dm.rampup_epochs,
             "average_losses": dm.averages_losses(noise),
