@@ -68,7 +68,13 @@ def cifar_n_sweep(folder: Path):
             "name": "cifar-n",
             "data": {
                 "dataset": "cifar10",
-                "noisy_labels": {"path": str(cifar_n_label_file(folder)), "key": "worse_label"},
+                # the file has no clean labels to measure its noise against: the rate is
+                # given (40 %: DivideMix's settings follow it, the head modes do not change)
+                "noisy_labels": {
+                    "path": str(cifar_n_label_file(folder)),
+                    "key": "worse_label",
+                    "noise_rate": 0.4,
+                },
             },
             "grid": {
                 "ssl": ["simsiam", "simclr"],

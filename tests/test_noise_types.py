@@ -199,7 +199,9 @@ def test_keys_follow_the_file_content_and_key(tmp_path, label_npz):
     assert ft and bl
     assert keys(_sweep(label_npz)) == (ft, bl)  # stable
     unit = make_plan(base).finetunes[0]
-    assert unit.noise_type == "cifar-n" and unit.label_file == _file(label_npz.resolve())
+    # the file's identity, and its labels' measured noise rate (every third label flipped)
+    expected = _file(label_npz.resolve()) | {"noise_rate": 1 / 3}
+    assert unit.noise_type == "cifar-n" and unit.label_file == pytest.approx(expected)
     assert plan_baselines(base)[0].label_file == unit.label_file
     # another array of the same file: new fine-tune and baseline keys, same pre-train
     other = _sweep(label_npz, key="aggre_label")

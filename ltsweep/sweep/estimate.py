@@ -15,8 +15,8 @@ What is counted, per unit of work:
   networks; after the warm-up, every epoch a forward of the subset per network (the GMM's
   losses) and, per labelled sample and network, 2 forwards of its views (label refinement),
   4 of an unlabelled pair (co-guessing) and a training step on 4 mixed images. The labelled
-  fraction is taken as 1 - the flip rate of symmetric noise (all samples for cifar-n: an
-  upper bound);
+  fraction is taken as 1 - the flip rate (symmetric noise's, or the cifar-n label file's
+  measured rate);
 - fine-tunes: the head on stored features (tiny).
 Divided by an assumed sustained rate `execution.gpu_tflops` (default 25 TFLOP/s, a
 conservative bf16 rate of an A100-class GPU on ResNet18: an ASSUMPTION, not a measurement;
@@ -197,7 +197,10 @@ def baseline_flops(sweep: Sweep, unit: Any) -> float:
     if unit.method != "dividemix":
         return unit.epochs * n * 3 * f + costs.n_test * f
     warmup = min(unit.settings["params"]["warmup_epochs"], unit.epochs)
-    flip = unit.noise * (c - 1) / c if unit.noise_type == "symmetric" else 0.0
+    if unit.noise_type == "symmetric":
+        flip = unit.noise * (c - 1) / c
+    else:  # cifar-n: the label file's measured rate (units.base.label_file)
+        flip = float((unit.label_file or {}).get("noise_rate", 0.0))
     labelled = n * (1 - flip)
     per_epoch = 2 * (n * f + labelled * (2 + 4 + 3 * 4) * f)  # per network: GMM pass + MixMatch
     return warmup * 2 * n * 3 * f + (unit.epochs - warmup) * per_epoch + 2 * costs.n_test * f

@@ -36,6 +36,18 @@ class NoisyLabelFile(Strict):
 
     path: str = Field(description="an .npz of label arrays; relative to the current directory")
     key: str = Field(description="the array to use, e.g. worse_label, aggre_label, noisy_label")
+    clean_key: str = Field(
+        "clean_label",
+        description="the file's array of clean labels, against which its noise rate is measured",
+    )
+    noise_rate: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="the labels' noise rate, which stands for grid.noise where a method's "
+        "settings depend on it (the fine-tune head switch, DivideMix's lambda_u, p_threshold "
+        "and loss averaging); null: measured from the file (see ltsweep.units.base.label_file)",
+    )
 
     def resolved_path(self) -> Path:
         return Path(self.path).expanduser().resolve()

@@ -26,7 +26,16 @@ import numpy as np
 
 from ltsweep.sweep.baseline_settings import SUPERVISED, BaselineSettings
 from ltsweep.sweep.schema import Resources, Sweep
-from ltsweep.units.base import Row, RowUnit, RunContext, content_key, label_file, now, record_rows
+from ltsweep.units.base import (
+    Row,
+    RowUnit,
+    RunContext,
+    cell_noise,
+    content_key,
+    label_file,
+    now,
+    record_rows,
+)
 
 if TYPE_CHECKING:  # the worker's types: torch-side modules, imported when a unit runs
     from ltsweep.data.noise import NoisyLabels
@@ -109,7 +118,8 @@ def plan_baselines(sweep: Sweep) -> list[BaselineUnit]:
     for method, gamma, data_seed, noise, seed in product(
         bs.methods, grid.gamma, grid.data_seeds, grid.noise, grid.seeds
     ):
-        settings = {"budget": budget, "params": method_params(sweep, bs, method, noise)}
+        params = method_params(sweep, bs, method, cell_noise(noise, labels))
+        settings = {"budget": budget, "params": params}
         cell = {"gamma": gamma, "data_seed": data_seed, "noise": noise, "seed": seed}
         cell |= {"method": method, "noise_type": grid.noise_type}
         key = content_key(KIND, {**identity, **cell, "settings": settings}, labels)

@@ -25,7 +25,16 @@ import numpy as np
 
 from ltsweep.sweep.estimate import finetune_bytes
 from ltsweep.sweep.schema import Resources, Sweep
-from ltsweep.units.base import Row, RowUnit, RunContext, content_key, label_file, now, record_rows
+from ltsweep.units.base import (
+    Row,
+    RowUnit,
+    RunContext,
+    cell_noise,
+    content_key,
+    label_file,
+    now,
+    record_rows,
+)
 from ltsweep.units.pretrain import PretrainUnit
 
 KIND = "finetune"
@@ -95,7 +104,7 @@ def plan_finetunes(sweep: Sweep, pretrains: Iterable[PretrainUnit]) -> list[Fine
         for pe, noise, loss, head, seed in product(
             pre.feature_epochs, grid.noise, grid.losses, grid.head, grid.seeds
         ):
-            mode = resolve_head(ft.head, head, noise, ft.last_layer_above)
+            mode = resolve_head(ft.head, head, cell_noise(noise, labels), ft.last_layer_above)
             fields = dict(
                 pretrain_key=pre.key,
                 pretrain_epochs=pe,
