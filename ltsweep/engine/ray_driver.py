@@ -52,16 +52,22 @@ log = logging.getLogger("ltsweep.driver")
 
 
 def _work_items(assessment, sweep: Sweep) -> tuple[list[dict], dict[str, list[dict]]]:
-    """Tune configs: what is ready now, and what waits for a pre-train (by pre-train key)."""
+    """Tune configs: what is ready now, and what waits for a pre-train (by pre-train key).
+
+    Ready work is handed out in this order: pre-trains (they unlock the most), then fine-tune
+    groups whose features are stored (cheap; a resumed or second sweep has many), then the
+    baselines (long); fine-tunes released later by a finished pre-train jump ahead of the
+    baselines still queued (`DependencySearcher.on_trial_complete`).
+    """
     pending = {p.key for p in assessment.pretrains_todo}
     ready = [pretrain.config(p) for p in assessment.pretrains_todo]
-    ready += [baseline.config(b) for b in assessment.baselines_todo]
     waiting: dict[str, list[dict]] = {}
     for group in finetune.finetune_groups(sweep, assessment.finetunes_todo):
         if group[0].depends_on in pending:
             waiting.setdefault(group[0].depends_on, []).append(finetune.config(group))
         else:
             ready.append(finetune.config(group))
+    ready += [baseline.config(b) for b in assessment.baselines_todo]
     return ready, waiting
 
 
