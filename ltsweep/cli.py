@@ -131,7 +131,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     sweep, cache_dir = _load_run(run_dir)
     counts = assess(make_plan(sweep), run_dir, cache_dir, verify=False).counts()
     job = _slurm_job(run_dir)
-    job_ended = job is not None and job["state"] not in job["active_states"]
+    # the job's driver runs only while SLURM runs the job (its heartbeat outlives a kill -9)
+    job_ended = job is not None and job["state"] not in ("RUNNING", "unknown")
     running = {} if job_ended else _driver_running(run_dir)
     print(f"sweep {sweep.name!r} in {run_dir}")
     print(f"{'stage':<10} {'done':>6} {'running':>8} {'failed':>7} {'to do':>7} {'total':>7}")
