@@ -3,6 +3,7 @@
 import math
 import os
 import pickle
+import socket
 
 import pytest
 import torch
@@ -50,9 +51,19 @@ def test_a_writer_killed_half_way_leaves_nothing_readable(tmp_path):
             raise RuntimeError("killed")
     assert not target.exists() and not list(target.parent.iterdir())
     # a leftover of a SIGKILLed writer is ignored by readers and removed by the next run
-    (target.parent / ".tmp-a.parquet.x").write_bytes(b"junk")
+    host = socket.gethostname()
+    (target.parent / f".tmp-a.parquet.x.99999999@{host}.ltsweep-tmp").write_bytes(b"junk")
+    # not ltsweep's, or still being written (a live pid), or another host's recent file: kept
+    kept = [
+        ".tmp-mine",
+        f".tmp-b.parquet.y.{os.getpid()}@{host}.ltsweep-tmp",
+        ".tmp-c.parquet.z.1@elsewhere.ltsweep-tmp",
+    ]
+    for name in kept:
+        (target.parent / name).write_bytes(b"someone else's")
     assert read_table(target.parent).num_rows == 0
     assert cleanup_temp(tmp_path) == 1
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted(kept)
 
 
 def test_failed_then_ok_leaves_one_row(tmp_path):

@@ -43,7 +43,8 @@ from ltsweep.planning.plan import KINDS, make_plan
 from ltsweep.planning.state import assess
 from ltsweep.store.atomic import cleanup_temp, write_json, write_text
 from ltsweep.store.cache import CacheError
-from ltsweep.store.results import prune_failed, write_rows
+from ltsweep.store.lock import LockHeld, RunLock
+from ltsweep.store.results import prune_failed, quarantine_results, write_rows
 from ltsweep.sweep.schema import SpecError, Sweep, check_data_root
 from ltsweep.units import baseline, finetune, pretrain
 from ltsweep.units.base import RunContext
@@ -182,20 +183,29 @@ def _check_resources(sweep: Sweep, cluster: dict[str, float]) -> None:
             )
 
 
-def prepare_run(sweep: Sweep, run_dir: Path, cache_dir: Path):
-    """Validate, write the frozen sweep copy and run.json, and assess what is stored."""
+def prepare_run(sweep: Sweep, run_dir: Path, cache_dir: Path, say=None):
+    """Validate, repair what is damaged, write the frozen sweep copy and run.json, and assess
+    what is stored. Called holding the run folder's lock: damaged results files and cache
+    entries are moved to a `.quarantine/` folder (one line each through `say`) and their units
+    run again."""
     check_data_root(sweep)
     plan = make_plan(sweep)
     for d in (run_dir / "results", run_dir / "logs", cache_dir):
         d.mkdir(parents=True, exist_ok=True)
     cleanup_temp(run_dir)
     cleanup_temp(cache_dir)
+    say = say or (lambda line: None)
+    for path, moved, why in quarantine_results(run_dir / "results"):
+        say(f"{path}: unreadable results file ({why}); moved to {moved}, its units run again")
     prune_failed(run_dir / "results")
     write_text(
         run_dir / "sweep.yaml", yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
     )
     write_json(run_dir / "run.json", {"sweep": sweep.name, "cache_dir": str(cache_dir.resolve())})
-    return assess(plan, run_dir, cache_dir)
+    assessment = assess(plan, run_dir, cache_dir, repair=True)
+    for line in assessment.repaired:
+        say(f"{line}; recomputed by this run")
+    return assessment
 
 
 def run_sweep(
@@ -210,11 +220,43 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Run what of `sweep` is not stored yet; return a summary of counts.
 
-    Raises SpecError / CacheError (one line, naming the field or file) before scheduling anything.
+    Takes the run folder's lock first (`ltsweep.store.lock`: one driver per run folder; a
+    live holder is a SpecError naming it) and holds it to the end. Raises SpecError /
+    CacheError (one line, naming the field or file) before scheduling anything.
     """
     run_dir, cache_dir = Path(run_dir), Path(cache_dir)
+    lock = RunLock(run_dir)
     try:
-        assessment = prepare_run(sweep, run_dir, cache_dir)
+        lock.acquire()
+    except LockHeld as err:
+        raise SpecError(str(err)) from None
+    try:
+        return _run_locked(
+            sweep, run_dir, cache_dir, lock, address, show_progress, stop_event, stream
+        )
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    sweep: Sweep,
+    run_dir: Path,
+    cache_dir: Path,
+    lock: RunLock,
+    address: str | None,
+    show_progress: bool,
+    stop_event: threading.Event | None,
+    stream,
+) -> dict[str, Any]:
+    stream = stream or sys.stderr
+
+    def say(line: str) -> None:
+        print(f"ltsweep: {line}", file=stream, flush=True)
+
+    if lock.took_over:
+        say(f"took over the run folder's lock from a driver that is gone ({lock.took_over})")
+    try:
+        assessment = prepare_run(sweep, run_dir, cache_dir, say)
     except CacheError as err:
         raise SpecError(str(err)) from None
     ready, waiting = _work_items(assessment, sweep)
@@ -230,7 +272,6 @@ def run_sweep(
 
     log_path = run_dir / "logs" / "driver.log"
     log_ray_to_file(log_path)
-    stream = stream or sys.stderr  # the progress view keeps the real terminal
     if show_progress:
         print(
             f"ltsweep: sweep {sweep.name!r} -> {run_dir} (cache {cache_dir}); to run: "

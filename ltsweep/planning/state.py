@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ltsweep.planning.plan import Plan
 from ltsweep.store import cache
+from ltsweep.store.atomic import move_aside
 from ltsweep.store.results import stored_keys
 from ltsweep.units.baseline import BaselineUnit
 from ltsweep.units.finetune import FinetuneUnit
@@ -25,6 +26,8 @@ class Assessment:
     pretrains_todo: list[PretrainUnit] = field(default_factory=list)
     finetunes_todo: list[FinetuneUnit] = field(default_factory=list)
     baselines_todo: list[BaselineUnit] = field(default_factory=list)
+    #: damaged stored files moved aside by `assess(..., repair=True)`, one line each
+    repaired: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Per stage: total, done, failed (last attempt), to do."""
@@ -52,11 +55,15 @@ class Assessment:
         return out
 
 
-def assess(plan: Plan, run_dir: Path, cache_dir: Path, verify: bool = True) -> Assessment:
-    """Split `plan` into stored and to-do units; with `verify`, check the features to be read.
+def assess(
+    plan: Plan, run_dir: Path, cache_dir: Path, verify: bool = True, repair: bool = False
+) -> Assessment:
+    """Split `plan` into stored and to-do units; with `verify`, check the cache entries to be read.
 
-    A corrupt feature file raises `CacheError` (ltsweep.store.cache) naming it, before anything
-    is scheduled.
+    A damaged feature file (or finished-pre-train record) raises `CacheError` naming it, or,
+    with `repair` (a run, holding the run folder's lock), is moved to `<cache>/.quarantine/`
+    and its pre-train is run again (it recomputes only what is missing). Unreadable results
+    files are then moved aside by the caller (`quarantine_results`) before this is called.
     """
     results = Path(run_dir) / "results"
     done = stored_keys(results, "ok")
@@ -66,11 +73,28 @@ def assess(plan: Plan, run_dir: Path, cache_dir: Path, verify: bool = True) -> A
     a.baselines_todo = [u for u in plan.baselines if u.key not in done]
     needed = {(u.pretrain_key, u.pretrain_epochs) for u in a.finetunes_todo}
     for p in plan.pretrains:
+        if verify and any(k == p.key for k, _ in needed):
+            problem = cache.check_pretrain_meta(cache_dir, p.key)
+            if problem is not None:
+                meta = cache.pretrain_dir(cache_dir, p.key) / "meta.json"
+                if not repair:
+                    raise cache.CacheError(f"{meta}: unreadable pre-train record ({problem})")
+                moved = move_aside(meta, cache_dir)
+                a.repaired.append(f"{meta}: unreadable pre-train record ({problem}); moved to {moved}")
         ready = all(cache.features_ready(cache_dir, p.key, e) for e in p.feature_epochs)
-        if not ready:
-            a.pretrains_todo.append(p)
-        elif verify:
+        if ready and verify:
             for e in p.feature_epochs:
-                if (p.key, e) in needed:
+                if (p.key, e) not in needed:
+                    continue
+                try:
                     cache.verify_features(cache_dir, p.key, e)
+                except cache.CacheError as err:
+                    if not repair:
+                        raise
+                    moved = cache.quarantine_features(cache_dir, p.key, e)
+                    where = moved[-1].parent if moved else cache_dir
+                    a.repaired.append(f"{str(err).split('; delete')[0]}; moved to {where}")
+                    ready = False
+        if not ready or not cache.pretrain_done(cache_dir, p.key):
+            a.pretrains_todo.append(p)
     return a

@@ -6,20 +6,26 @@
 <cache>/features/<key>/epoch-NNNNN.pt  epoch-NNNNN.json           (json = checksum, written last)
 ```
 Feature files are plain tensor dicts loaded with `torch.load(weights_only=True)` and
-checked against the SHA-256 recorded beside them: a swapped or truncated file is refused
-with an error naming it, never half-trusted. This module imports torch lazily so that
-`ltsweep plan` / `status` stay fast.
+checked against the SHA-256 recorded beside them: a swapped or truncated file is never
+half-trusted. A run verifies every entry it will read before it schedules anything, moves a
+damaged one to `<cache>/.quarantine/` and recomputes it (`quarantine_features`). Training
+checkpoints (`save_checkpoint`) keep the previous one as `prev.pt`, both with a SHA-256
+beside them, so a damaged `last.pt` falls back to the one before (`load_checkpoint`). This
+module imports torch lazily so that `ltsweep plan` / `status` stay fast.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from ltsweep.store.atomic import atomic_path, write_json
+from ltsweep.store.atomic import atomic_path, move_aside, write_json
+
+log = logging.getLogger("ltsweep.cache")
 
 
 class CacheError(RuntimeError):
@@ -109,3 +115,92 @@ def load_features(cache: Path, key: str, epoch: int, verify: bool = True) -> dic
         raise CacheError(
             f"{path}: unreadable feature cache ({type(err).__name__}); delete {path.parent} to recompute"
         ) from None
+
+
+def quarantine_features(cache: Path, key: str, epoch: int) -> list[Path]:
+    """Move the feature file of (`key`, `epoch`) and its checksum to `<cache>/.quarantine/`;
+    the pre-train then computes them again. Returns where they went."""
+    path = features_path(cache, key, epoch)
+    moved = []
+    for p in (path.with_suffix(".json"), path):  # the checksum first: it marks the entry done
+        if p.exists():
+            moved.append(move_aside(p, cache))
+    return moved
+
+
+def check_pretrain_meta(cache: Path, key: str) -> str | None:
+    """Why the finished-pre-train record of `key` is unreadable, or None (also if absent)."""
+    path = pretrain_dir(cache, key) / "meta.json"
+    if not path.exists():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+        int(meta["epochs"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+# --- training checkpoints: last.pt, and prev.pt to fall back on ------------------------------
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _previous(path: Path) -> Path:
+    return path.with_name("prev" + path.suffix)
+
+
+def save_checkpoint(path: str | os.PathLike[str], blob: dict[str, Any]) -> None:
+    """Write a training checkpoint atomically, with its SHA-256 beside it; the checkpoint it
+    replaces is kept as `prev.pt` (a damaged `last.pt` falls back to it)."""
+    import torch
+
+    path = Path(path)
+    prev = _previous(path)
+    if path.exists():
+        _digest_path(prev).unlink(missing_ok=True)
+        os.replace(path, prev)
+        if _digest_path(path).exists():
+            os.replace(_digest_path(path), _digest_path(prev))
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+    with atomic_path(_digest_path(path)) as tmp:
+        tmp.write_text(_sha256(path) + "\n")
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    import torch
+
+    digest = _digest_path(path)
+    if digest.exists():  # checkpoints from before checksums have none: torch.load decides
+        if digest.read_text().strip() != _sha256(path):
+            raise CacheError("checksum mismatch")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict):
+        raise CacheError(f"holds a {type(blob).__name__}, not a checkpoint")
+    return blob
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The newest intact training checkpoint: `last.pt`, else `prev.pt`, else None (train from
+    the start). A damaged one is moved to `<folder>/.quarantine/` with a warning in the log."""
+    path = Path(path)
+    for candidate in (path, _previous(path)):
+        if not candidate.exists():
+            continue
+        try:
+            return _read_checkpoint(candidate)
+        except Exception as err:  # noqa: BLE001 - any failure means the file cannot be trusted
+            moved = move_aside(candidate, candidate.parent)
+            if _digest_path(candidate).exists():
+                move_aside(_digest_path(candidate), candidate.parent)
+            log.warning(
+                "%s: damaged checkpoint (%s: %s), moved to %s; falling back to an earlier one",
+                candidate,
+                type(err).__name__,
+                str(err).splitlines()[0] if str(err) else "",
+                moved,
+            )
+    return None

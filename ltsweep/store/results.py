@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ltsweep import __version__
-from ltsweep.store.atomic import atomic_path
+from ltsweep.store.atomic import atomic_path, move_aside
 
 SCHEMA = pa.schema(
     [
@@ -118,18 +120,66 @@ def write_rows(
     return path
 
 
+def _check_file(path: Path) -> str | None:
+    """Why the results file at `path` cannot be read as results, or None if it can."""
+    try:
+        table = pq.read_table(path, schema=SCHEMA)
+    except Exception as err:  # noqa: BLE001 - truncated, foreign, unreadable: all untrusted
+        text = re.sub(r"^Could not open Parquet input source '[^']*': ", "", str(err))
+        text = text.splitlines()[0].split(". ")[0] if text else ""
+        return f"{type(err).__name__}: {text}".rstrip(": ")
+    for column in ("unit_key", "status"):
+        if table.column(column).null_count:
+            return f"null {column} values"
+    return None
+
+
+_WARNED: set[str] = set()
+
+
+def warn(message: str) -> None:
+    """One line on stderr, once per process and message."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"ltsweep: warning: {message}", file=sys.stderr, flush=True)
+
+
+def result_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """The readable results files under `directory`, in name order; an unreadable one (truncated,
+    foreign, not Parquet) is skipped with a one-line warning (`ltsweep run` moves it aside)."""
+    good = []
+    for f in sorted(Path(directory).glob("*.parquet")):
+        problem = _check_file(f)
+        if problem is None:
+            good.append(f)
+        else:
+            warn(f"{f}: unreadable results file ({problem}); skipped")
+    return good
+
+
+def quarantine_results(directory: str | os.PathLike[str]) -> list[tuple[Path, Path, str]]:
+    """Move every unreadable results file of `directory` to `directory/.quarantine/`; return
+    (file, where it went, why) for each. The units it held are then missing and run again."""
+    moved = []
+    for f in sorted(Path(directory).glob("*.parquet")):
+        problem = _check_file(f)
+        if problem is not None:
+            moved.append((f, move_aside(f, directory), problem))
+    return moved
+
+
 def read_table(directory: str | os.PathLike[str]) -> pa.Table:
-    """All result rows stored under `directory` (empty table if none)."""
-    files = sorted(Path(directory).glob("*.parquet"))
+    """All result rows stored under `directory` (empty table if none); unreadable files are
+    skipped with a warning."""
+    files = result_files(directory)
     if not files:
         return SCHEMA.empty_table()
     return pa.concat_tables([pq.read_table(f, schema=SCHEMA) for f in files])
 
 
 def stored_keys(directory: str | os.PathLike[str], status: str = "ok") -> set[str]:
-    files = sorted(Path(directory).glob("*.parquet"))
     keys: set[str] = set()
-    for f in files:
+    for f in result_files(directory):
         t = pq.read_table(f, columns=["unit_key", "status"])
         for k, s in zip(
             t.column("unit_key").to_pylist(), t.column("status").to_pylist(), strict=True
@@ -165,7 +215,9 @@ def prune_failed(directory: str | os.PathLike[str]) -> int:
     """
     ok = stored_keys(directory, "ok")
     removed = 0
-    for f in sorted(Path(directory).glob("failed-*.parquet")):
+    for f in result_files(directory):
+        if not f.name.startswith("failed-"):
+            continue
         keys = pq.read_table(f, columns=["unit_key"]).column("unit_key").to_pylist()
         if keys and set(keys) <= ok:
             f.unlink()

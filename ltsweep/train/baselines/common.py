@@ -25,7 +25,8 @@ from ltsweep.augment import Normalize
 from ltsweep.data.base import ImageSet
 from ltsweep.device import to_device
 from ltsweep.models.resnet import build_encoder
-from ltsweep.store.atomic import atomic_path
+from ltsweep.store.cache import load_checkpoint as load_cache_checkpoint
+from ltsweep.store.cache import save_checkpoint as save_cache_checkpoint
 
 CHECKPOINT = "last.pt"
 
@@ -193,20 +194,15 @@ def restore_rng(blob: dict[str, Any]) -> None:
 
 def save_checkpoint(path: Path, blob: dict[str, Any]) -> None:
     """Write `blob` (plain tensors, numbers, lists, dicts) atomically."""
-    with atomic_path(path) as tmp:
-        torch.save(blob | rng_state(), tmp)
+    save_cache_checkpoint(path, blob | rng_state())  # keeps the previous one as prev.pt
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The checkpoint at `path`, or None if there is none; a corrupt file is an error naming it."""
-    if not path.exists():
+    """The newest intact checkpoint (`path`, else the `prev.pt` beside it), or None if there is
+    none: a damaged file is moved aside and training falls back to the one before."""
+    blob = load_cache_checkpoint(path)
+    if blob is None:
         return None
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any failure means the file cannot be trusted
-        raise RuntimeError(
-            f"{path}: corrupt baseline checkpoint ({type(err).__name__}: {err}); delete it to restart this baseline"
-        ) from None
     restore_rng(blob)
     return blob
 

@@ -24,6 +24,7 @@ from ltsweep.data.base import ImageSet
 from ltsweep.device import autocast, to_device
 from ltsweep.knn import knn_accuracy
 from ltsweep.store.atomic import atomic_path
+from ltsweep.store.cache import load_checkpoint, save_checkpoint
 from ltsweep.sweep.ssl_settings import SSLSettings
 from ltsweep.train.inference import forward_eval
 from ltsweep.train.selfsup.base import SSLMethod
@@ -118,8 +119,7 @@ def _save(
         "order_gen": order_gen.get_state(),
         "aug_gen": aug_gen.get_state(),
     }
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+    save_checkpoint(path, blob)
 
 
 def save_snapshot(folder: Path, method: SSLMethod, epoch: int) -> None:
@@ -136,8 +136,10 @@ def _load(
     order_gen: torch.Generator,
     aug_gen: torch.Generator,
 ) -> PretrainState:
+    blob = load_checkpoint(path)  # last.pt, else prev.pt if last.pt is damaged
+    if blob is None:
+        return PretrainState()
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
         method.load_state_dict(blob["model"])
         opt.load_state_dict(blob["optimizer"])
         if blob["extra"]:
@@ -184,7 +186,7 @@ def pretrain(
     normalize = Normalize(data.mean, data.std, device)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     ckpt = checkpoint_dir / CHECKPOINT
-    state = _load(ckpt, method, opt, order_gen, aug_gen) if ckpt.exists() else PretrainState()
+    state = _load(ckpt, method, opt, order_gen, aug_gen)
 
     n = len(data.index)
     batch = min(settings.batch_size, n)
