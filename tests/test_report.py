@@ -92,7 +92,7 @@ def _rows() -> tuple[list[dict], list[dict]]:
     }.items():
         for seed in (0, 1):
             for (stage, m, loss), v in zip(
-                [("single-stage", "dividemix", "dividemix"), ("single-stage", "elr", "elr"),
+                [("single-stage", "dividemix", "dividemix"), ("single-stage", "elr+", "elr+"),
                  ("two-stage", "simsiam", "la+sl")], vals, strict=True):  # fmt: skip
                 row = dict(common, unit_key=f"c{len(one) + len(two)}", stage=stage, method=m,
                            dataset="clothing1m", gamma=g, noise=0.0, loss=loss, seed=seed,
@@ -230,10 +230,10 @@ def test_fig5_lines_are_per_noise_means_with_std_bars(df: pd.DataFrame, tmp_path
 def test_table1_clothing1m(df: pd.DataFrame) -> None:
     t = table1_clothing1m(df)
     assert list(t.columns) == [1, 50, 100]
-    assert list(t.index) == ["DivideMix", "ELR", "SimSiam+LA+SL"]
+    assert list(t.index) == ["DivideMix", "ELR+", "SimSiam+LA+SL"]
     assert t.loc["SimSiam+LA+SL", 50] == pytest.approx(100 * (0.69 + 0.70) / 2)
     s = table1_clothing1m(df, with_std=True)
-    assert s.loc["ELR", 1].startswith("74.5 ± 0.7")
+    assert s.loc["ELR+", 1].startswith("74.5 ± 0.7")
 
 
 def test_fig6_pretrain_epochs(df: pd.DataFrame, tmp_path: Path) -> None:
@@ -319,7 +319,7 @@ def test_paper_comparison(df: pd.DataFrame) -> None:
     assert gain["ours"].iloc[0] == pytest.approx(ours)
     assert gain["diff"].iloc[0] == pytest.approx(ours - 24.0)
     # Clothing1M Table 1 and the lower bound
-    c1 = cmp[(cmp["dataset"] == "clothing1m") & (cmp["method"] == "elr") & (cmp["gamma"] == 100)]
+    c1 = cmp[(cmp["dataset"] == "clothing1m") & (cmp["method"] == "elr+") & (cmp["gamma"] == 100)]
     assert c1["diff"].iloc[0] == pytest.approx(60.5 - 59.6)
     lb = cmp[(cmp["kind"] == "at least") & (cmp["method"] == "simsiam")]
     assert lb["holds"].iloc[0] == (lb["ours"].iloc[0] >= 60)

@@ -22,7 +22,7 @@ from pydantic import AfterValidator, Field
 from ltsweep.sweep.base import Strict
 
 #: single-stage baselines by name; the first four are the fine-tune losses from scratch
-BASELINES = ("ce", "la", "sl", "la+sl", "elr", "dividemix")
+BASELINES = ("ce", "la", "sl", "la+sl", "elr", "elr+", "dividemix")
 SUPERVISED = ("ce", "la", "sl", "la+sl")
 
 
@@ -72,6 +72,93 @@ class ELRSettings(Strict):
                 f"baselines.elr: no beta/lam for data set {dataset!r}; set them or add by_dataset.{dataset}"
             )
         return ELRValues(beta=beta, lam=lam)
+
+
+class ELRPlusValues(Strict):
+    """ELR+'s settings for one data set (shengliu66/ELR, ELR_plus/config_<data set>.json)."""
+
+    beta: float = Field(ge=0, lt=1, description="target momentum (train_loss.args.beta)")
+    lam: float = Field(ge=0, description="regulariser weight (train_loss.args.lambda)")
+    mixup_alpha: float = Field(ge=0, description="mixup Beta(alpha, alpha); 0: no mixup")
+    ema_alpha: float = Field(ge=0, lt=1, description="weight-averaging momentum (ema_alpha)")
+    ema_rampup_steps: int = Field(
+        ge=0,
+        description="ema_step: momentum = sigmoid_rampup(step + 1, ema_step) * ema_alpha; "
+        "0 (ema_update false): min(1 - 1 / (step + 1), ema_alpha)",
+    )
+    coef_rampup_steps: int = Field(
+        ge=0, description="coef_step: the regulariser's sigmoid ramp-up in steps; 0: none"
+    )
+    label_times_target: bool = Field(
+        description="the reference's CIFAR-100 branch (num_classes == 100): the CE's mixed "
+        "one-hot label is multiplied by the target and renormalised"
+    )
+    lr_decay_at: float | None = Field(
+        gt=0,
+        le=1,
+        description="lr x 0.1 from this fraction of the epochs (the reference's MultiStepLR "
+        "milestone / epochs); null: the shared baselines schedule",
+    )
+
+
+#: [shengliu66/ELR, ELR_plus/config_cifar10.json, config_cifar100.json]: mixup_alpha 1,
+#: ema_alpha 0.997, ema_step 40000; CIFAR-10 beta 0.7, lambda 3, coef_step 0, MultiStepLR
+#: [150] of 200 epochs; CIFAR-100 beta 0.9, lambda 7, coef_step 40000, [200] of 250 epochs,
+#: and model/loss.py's num_classes == 100 branch. Both: SGD lr 0.02, momentum 0.9, wd 5e-4,
+#: batch 128, no warm-up: the shared budget's defaults.
+_ELR_PLUS_CIFAR10 = dict(
+    beta=0.7,
+    lam=3.0,
+    mixup_alpha=1.0,
+    ema_alpha=0.997,
+    ema_rampup_steps=40000,
+    coef_rampup_steps=0,
+    label_times_target=False,
+    lr_decay_at=150 / 200,
+)
+_ELR_PLUS = {
+    "cifar10": _ELR_PLUS_CIFAR10,
+    "cifar100": _ELR_PLUS_CIFAR10
+    | dict(
+        beta=0.9, lam=7.0, coef_rampup_steps=40000, label_times_target=True, lr_decay_at=200 / 250
+    ),
+    "digits": _ELR_PLUS_CIFAR10,  # not in the reference: 10 classes, CIFAR-10's
+}
+
+
+class ELRPlusSettings(Strict):
+    """ELR+ (Liu et al. 2020, Sec. 4): ELR with two networks, weight averaging and mixup.
+
+    The paper compares with this variant: its baselines use "network ensembling, weight
+    averaging and mix-up" (Section 3), and its 95.8 % (CIFAR-10, gamma 1, 20 % noise) is
+    ELR+'s figure (plain ELR: 91.2 %, shengliu66/ELR README). [shengliu66/ELR, ELR_plus/].
+    A field left null takes the data set's row of `by_dataset`.
+    """
+
+    beta: float | None = Field(None, ge=0, lt=1)
+    lam: float | None = Field(None, ge=0)
+    mixup_alpha: float | None = Field(None, ge=0)
+    ema_alpha: float | None = Field(None, ge=0, lt=1)
+    ema_rampup_steps: int | None = Field(None, ge=0)
+    coef_rampup_steps: int | None = Field(None, ge=0)
+    label_times_target: bool | None = None
+    lr_decay_at: float | None = Field(None, gt=0, le=1)
+    by_dataset: dict[str, ELRPlusValues] = Field(
+        default_factory=lambda: {k: ELRPlusValues(**v) for k, v in _ELR_PLUS.items()},
+        description="per data set defaults used where a field is null",
+    )
+
+    def resolved(self, dataset: str) -> ELRPlusValues:
+        """The explicit fields over the data set's row."""
+        row = self.by_dataset.get(dataset)
+        if row is None:
+            raise ValueError(
+                f"baselines.elr_plus: no settings for data set {dataset!r}; add by_dataset.{dataset}"
+            )
+        explicit = {
+            k: v for k, v in self.model_dump(exclude={"by_dataset"}).items() if v is not None
+        }
+        return ELRPlusValues(**(row.model_dump() | explicit))
 
 
 #: lambda_u per symmetric noise level (PROTOCOL.md, Baselines: "lambda_u by noise").
@@ -206,6 +293,7 @@ class BaselineSettings(Strict):
     flip_p: float = Field(0.5, ge=0, le=1)
     checkpoint_every: int = Field(10, ge=1, description="epochs between checkpoints")
     elr: ELRSettings = ELRSettings()
+    elr_plus: ELRPlusSettings = ELRPlusSettings()
     dividemix: DivideMixSettings = DivideMixSettings()
 
     def budget(self) -> dict[str, object]:

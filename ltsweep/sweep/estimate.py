@@ -11,7 +11,8 @@ What is counted, per unit of work:
 - pre-train: epochs x the long-tailed subset, plus the kNN monitor and the feature
   extraction (a forward of the subset and the test set each); a half-done pre-train counts
   whole;
-- single-stage baselines: epochs x the subset, plus the test-set forward. DivideMix: two
+- single-stage baselines: epochs x the subset, plus the test-set forward. ELR+: two networks,
+  each a training step and a forward of the other's weight average per sample. DivideMix: two
   networks; after the warm-up, every epoch a forward of the subset per network (the GMM's
   losses) and, per labelled sample and network, 2 forwards of its views (label refinement),
   4 of an unlabelled pair (co-guessing) and a training step on 4 mixed images. The labelled
@@ -194,6 +195,8 @@ def baseline_flops(sweep: Sweep, unit: Any) -> float:
     c = costs.num_classes
     n = subset_size(pool_per_class(sweep.data), c, unit.gamma)
     f = costs.encoder + 2 * costs.feat_dim * c  # the classifier's forward
+    if unit.method == "elr+":  # per network: a training step and the other's EMA forward
+        return unit.epochs * 2 * n * (3 + 1) * f + 2 * costs.n_test * f
     if unit.method != "dividemix":
         return unit.epochs * n * 3 * f + costs.n_test * f
     warmup = min(unit.settings["params"]["warmup_epochs"], unit.epochs)

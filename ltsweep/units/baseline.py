@@ -86,6 +86,8 @@ def method_params(sweep: Sweep, bs: BaselineSettings, method: str, noise: float)
         return out
     if method == "elr":
         return bs.elr.resolved(dataset).model_dump()
+    if method == "elr+":
+        return bs.elr_plus.resolved(dataset).model_dump()
     if method == "dividemix":
         dm = bs.dividemix
         return {
@@ -173,6 +175,7 @@ def train_unit(ctx: RunContext, unit: BaselineUnit, train: TrainSet) -> Outcome:
     from ltsweep.train.baselines.common import Backbone, Budget
     from ltsweep.train.baselines.dividemix import DivideMix, DivideMixParams
     from ltsweep.train.baselines.elr import ELR, ELRParams
+    from ltsweep.train.baselines.elr_plus import ELRPlus, ELRPlusParams
     from ltsweep.train.baselines.loop import fit
     from ltsweep.train.baselines.supervised import LossParams, Supervised
 
@@ -183,6 +186,8 @@ def train_unit(ctx: RunContext, unit: BaselineUnit, train: TrainSet) -> Outcome:
         method = Supervised(LossParams(**params))
     elif unit.method == "elr":
         method = ELR(ELRParams(**params))
+    elif unit.method == "elr+":
+        method = ELRPlus(ELRPlusParams(**params))
     elif unit.method == "dividemix":
         method = DivideMix(DivideMixParams(**params))
     else:

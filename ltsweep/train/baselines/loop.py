@@ -106,6 +106,10 @@ class Method:
         """Test logits (M, C) and the method's extra result columns."""
         return t.test_logits(t.nets[0], test), {}
 
+    def epoch_lr(self, budget: Budget, epoch: int) -> float:
+        """The learning rate of `epoch`: the shared schedule unless the method has its own."""
+        return epoch_lr(budget, epoch)
+
 
 def supervised_epoch(
     t: Training, net: Classifier, opt: torch.optim.Optimizer, loss_fn: LossFn
@@ -198,7 +202,7 @@ def fit(
     while epoch < budget.epochs:
         t0 = time.perf_counter()
         for opt in opts:
-            set_lr(opt, epoch_lr(budget, epoch))
+            set_lr(opt, method.epoch_lr(budget, epoch))
         history.append(method.train_epoch(t, epoch))
         epoch += 1
         check_finite(history[-1], method.what, epoch)
