@@ -13,19 +13,22 @@ import json
 import os
 import shlex
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from ltsweep.planning.describe import describe_plan
 from ltsweep.planning.plan import make_plan
+from ltsweep.planning.preflight import check_data, check_run_folder, check_writable
 from ltsweep.planning.state import assess
 from ltsweep.store.cache import default_cache_dir, run_cache_dir
+from ltsweep.store.lock import describe as describe_lock
+from ltsweep.store.lock import read_lock, stale_reason
 from ltsweep.store.results import pivot_text
+from ltsweep.sweep.base import one_line, read_yaml
 from ltsweep.sweep.cluster_profile import load_profile
-from ltsweep.sweep.schema import SpecError, Sweep, check_data_root, load_sweep, parse_sweep
+from ltsweep.sweep.schema import SpecError, Sweep, load_sweep, parse_sweep
 
 EXIT_USAGE = 2
 
@@ -45,12 +48,77 @@ def _load_run(run_dir: Path) -> tuple[Sweep, Path]:
         raise SpecError(
             f"{run_dir}: not a run folder (no sweep.yaml; start it with `ltsweep run SWEEP`)"
         )
-    return parse_sweep(yaml.safe_load(frozen.read_text()), str(frozen)), run_cache_dir(run_dir)
+    sweep = parse_sweep(read_yaml(frozen, "sweep file"), str(frozen))
+    try:
+        cache_dir = run_cache_dir(run_dir)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SpecError(
+            f"{run_dir / 'run.json'}: missing or unreadable ({type(err).__name__}); "
+            "`ltsweep run` with the same sweep and --run-dir writes it again"
+        ) from None
+    return sweep, cache_dir
+
+
+def _check_address(address: str) -> None:
+    """`--address` names a Ray cluster that answers (else ray.init would wait for minutes)."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise SpecError(f"--address: {address!r} is not HOST:PORT of a Ray cluster's head")
+    try:
+        with socket.create_connection((host, int(port)), timeout=10):
+            pass
+    except (OSError, ValueError, OverflowError) as err:
+        raise SpecError(
+            f"--address: no Ray cluster answers at {host}:{port} ({err.strerror or err})"
+        ) from None
+
+
+def _check_gpu(sweep: Sweep, source: str) -> None:
+    """A local run that asks for a GPU (device cuda, or GPU resources) has one."""
+    wants = [
+        f"resources.{kind}.gpu"
+        for kind in ("pretrain", "finetune")
+        if getattr(sweep.resources, kind).gpu > 0
+    ]
+    if sweep.execution.device == "cuda":
+        wants.insert(0, "execution.device")
+    if not wants:
+        return
+    import torch  # only a local run that asks for a GPU pays for this import
+
+    if not torch.cuda.is_available():
+        raise SpecError(
+            f"{source}: {wants[0]}: a GPU is asked for but this machine has none (set "
+            "execution.device: cpu and resources.*.gpu: 0, or run with --cluster)"
+        )
+
+
+def _preflight(args: argparse.Namespace, sweep: Sweep, run_dir: Path, cache_dir: Path) -> None:
+    """Everything `run` can check before it writes anything (one line, exit 2, if not)."""
+    check_data(sweep, args.sweep)
+    check_run_folder(sweep, run_dir, args.sweep)
+    check_writable(run_dir, "run folder")
+    check_writable(cache_dir, "cache folder (--cache-dir or LTSWEEP_CACHE)")
+    if args.cluster:
+        return
+    if args.address:
+        _check_address(args.address)
+    else:
+        _check_gpu(sweep, args.sweep)
+    holder = read_lock(run_dir)
+    if holder is not None and stale_reason(holder) is None:
+        raise SpecError(
+            f"{run_dir}: another ltsweep driver runs this folder ({describe_lock(holder)}); "
+            "wait for it, or stop it, then run again"
+        )
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep)
-    check_data_root(sweep, args.sweep)
+    check_data(sweep, args.sweep)
     run_dir = _run_dir(sweep, args.run_dir)
     print(describe_plan(sweep, run_dir, _cache_dir(run_dir, args.cache_dir)))
     return 0
@@ -60,9 +128,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep)
     if args.download:
         sweep = sweep.model_copy(update={"data": sweep.data.model_copy(update={"download": True})})
-    check_data_root(sweep, args.sweep)
     run_dir = _run_dir(sweep, args.run_dir)
     cache_dir = _cache_dir(run_dir, args.cache_dir)
+    if args.cluster:
+        load_profile(args.cluster)  # a bad profile is refused before anything is written
+    _preflight(args, sweep, run_dir, cache_dir)
     if args.cluster:
         return _run_on_cluster(args, sweep, run_dir, cache_dir)
     from ltsweep.engine.ray_driver import run_sweep  # ray: only for `run`
@@ -108,6 +178,16 @@ def _run_on_cluster(args: argparse.Namespace, sweep: Sweep, run_dir: Path, cache
         )
     except slurm.JobActive as err:
         raise SpecError(str(err)) from None
+    except SpecError:
+        raise
+    except Exception as err:  # noqa: BLE001 - sbatch missing, controller down, refused job
+        first = one_line(str(err).strip().splitlines()[-1] if str(err).strip() else "", 300)
+        print(
+            f"ltsweep: error: cannot submit to SLURM ({type(err).__name__}: {first}); "
+            "is SLURM reachable from here (`sinfo`)?",
+            file=sys.stderr,
+        )
+        return 1
     print(
         f"ltsweep: submitted SLURM job {job.job_id}; logs in {run_dir / 'logs' / 'slurm'}; "
         f"follow with `ltsweep status {run_dir}`"
@@ -187,12 +267,18 @@ def _slurm_job(run_dir: Path) -> dict | None:
         return None
     from ltsweep.engine import slurm  # submitit: only with a SLURM job
 
+    _check_record(run_dir, slurm.read_record(run_dir))
     return {
         "record": slurm.read_record(run_dir) or {},
         "state": slurm.job_state(run_dir) or "unknown",
         "requeues": slurm.requeue_count(run_dir),
         "active_states": slurm.ACTIVE_STATES | {"unknown"},
     }
+
+
+def _check_record(run_dir: Path, record: dict | None) -> None:
+    if record is not None and not str(record.get("job_id", "")).strip():
+        raise SpecError(f"{run_dir / 'slurm.json'}: not a SLURM record (no job_id)")
 
 
 def _slurm_line(job: dict) -> str:
@@ -217,7 +303,12 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "slurm.json").is_file():
         raise SpecError(f"{run_dir}: no SLURM job recorded (slurm.json missing)")
-    job_id = slurm.cancel(run_dir)
+    _check_record(run_dir, slurm.read_record(run_dir))
+    try:
+        job_id = slurm.cancel(run_dir)
+    except (OSError, subprocess.SubprocessError) as err:
+        print(f"ltsweep: error: scancel failed: {one_line(str(err), 300)}", file=sys.stderr)
+        return 1
     print(f"ltsweep: cancelled SLURM job {job_id}; stored results in {run_dir} are kept")
     return 0
 
@@ -225,9 +316,19 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from ltsweep.report.build import write_report  # matplotlib: only for `report`
 
-    run_dir = Path(args.run_dir)
-    _load_run(run_dir)
-    index = write_report(run_dir, Path(args.out) if args.out else None)
+    runs = [Path(r) for r in args.run_dir]
+    for run_dir in runs:
+        _load_run(run_dir)
+    if len(runs) > 1 and not args.out:
+        raise SpecError("report of several runs: give the output folder with --out DIR")
+    formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
+    bad = [f for f in formats if f not in ("png", "pdf", "svg")]
+    if bad or not formats:
+        raise SpecError(f"--format: {','.join(bad) or args.format!r} (use png, pdf, svg)")
+    if not args.dpi > 0:
+        raise SpecError(f"--dpi: {args.dpi:g} is not > 0")
+    out = Path(args.out) if args.out else None
+    index = write_report(runs, out, formats=formats, dpi=args.dpi)
     print(f"ltsweep: report written to {index}")
     return 0
 
@@ -277,19 +378,67 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=helptext)
         sp.add_argument("run_dir")
         sp.set_defaults(func=func)
-    rep = sub.add_parser("report", help="write RUN_DIR/report/ with the paper's figures and tables")
-    rep.add_argument("run_dir")
-    rep.add_argument("--out", help="output folder (default: RUN_DIR/report)")
+    rep = sub.add_parser(
+        "report",
+        help="write RUN_DIR/report/ with the paper's figures and tables (several runs: combined)",
+    )
+    rep.add_argument("run_dir", nargs="+", help="run folder(s); several make one combined report")
+    rep.add_argument(
+        "--out", help="output folder (default: RUN_DIR/report; required for several runs)"
+    )
+    rep.add_argument(
+        "--format", default="png", help="figure files, comma-separated: png,pdf,svg (default png)"
+    )
+    rep.add_argument("--dpi", type=float, default=100, help="resolution of PNGs (default 100)")
     rep.set_defaults(func=cmd_report)
     return p
 
 
+def _on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: what is stored stays
+
+
+def _trace_file(args: argparse.Namespace | None) -> Path | None:
+    """Where the full trace of an unexpected error goes: the run's logs/, else
+    ~/.cache/ltsweep/, else a temporary file."""
+    import tempfile
+    import traceback
+
+    text = traceback.format_exc()
+    name = f"crash-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.txt"
+    places = []
+    run_dir = getattr(args, "run_dir", None)
+    if run_dir and (Path(run_dir) / "logs").is_dir():
+        places.append(Path(run_dir) / "logs")
+    places.append(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ltsweep")
+    places.append(Path(tempfile.gettempdir()))
+    for folder in places:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+            return folder / name
+        except OSError:
+            continue
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The `ltsweep` command. Bad input: one line, exit 2; Ctrl-C / SIGTERM: exit 130; any
+    other error: one line naming where its trace was written, exit 1 (LTSWEEP_DEBUG=1 shows
+    the trace instead)."""
+    debug = os.environ.get("LTSWEEP_DEBUG", "") not in ("", "0")
+    args = None
     try:
+        import signal
+
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        pass
+    try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except SpecError as err:
-        print(f"ltsweep: error: {err}", file=sys.stderr)
+        print(f"ltsweep: error: {one_line(str(err), 2000)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(
@@ -297,6 +446,19 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    except SystemExit:
+        raise
+    except BaseException as err:
+        if debug:
+            raise
+        where = _trace_file(args)
+        command = getattr(args, "command", None) or "ltsweep"
+        print(
+            f"ltsweep: {command} failed: {type(err).__name__}: {one_line(str(err), 300)} "
+            f"(full trace in {where or 'nowhere: no writable folder'}; LTSWEEP_DEBUG=1 shows it)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from ltsweep.store.atomic import write_json
 
 @contextlib.contextmanager
 def ctrl_c(stop_event: threading.Event):
-    """First Ctrl-C: stop scheduling and stop the running trials (stored results are safe);
-    a second one: raise KeyboardInterrupt at once."""
+    """First Ctrl-C (or SIGTERM): stop scheduling and stop the running trials (stored results
+    are safe); a second one: raise KeyboardInterrupt at once."""
     interrupted = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield interrupted
@@ -38,10 +38,12 @@ def ctrl_c(stop_event: threading.Event):
         stop_event.set()
 
     previous = signal.signal(signal.SIGINT, handler)
+    previous_term = signal.signal(signal.SIGTERM, handler)  # `kill`: the same clean stop
     try:
         yield interrupted
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 def heartbeat(run_dir: Path, running: bool, counts: dict | None = None) -> None:

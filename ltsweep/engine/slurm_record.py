@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ltsweep.store.atomic import write_json
+from ltsweep.sweep.base import SpecError
 
 SLURM_JSON = "slurm.json"
 LOG_SUBDIR = Path("logs") / "slurm"
@@ -20,9 +21,14 @@ def read_record(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """run_dir/slurm.json (job id, log folder, requeues, ...), or None if never submitted."""
     path = Path(run_dir) / SLURM_JSON
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except FileNotFoundError:
         return None
+    except (OSError, ValueError) as err:
+        raise SpecError(f"{path}: unreadable SLURM record ({type(err).__name__})") from None
+    if not isinstance(record, dict):
+        raise SpecError(f"{path}: not a SLURM record (a JSON {type(record).__name__})")
+    return record
 
 
 def update_record(run_dir: Path, **fields: Any) -> None:

@@ -73,6 +73,7 @@ def assess(
     a.baselines_todo = [u for u in plan.baselines if u.key not in done]
     needed = {(u.pretrain_key, u.pretrain_epochs) for u in a.finetunes_todo}
     for p in plan.pretrains:
+        redo = False
         if verify and any(k == p.key for k, _ in needed):
             problem = cache.check_pretrain_meta(cache_dir, p.key)
             if problem is not None:
@@ -80,6 +81,7 @@ def assess(
                 if not repair:
                     raise cache.CacheError(f"{meta}: unreadable pre-train record ({problem})")
                 moved = move_aside(meta, cache_dir)
+                redo = True
                 a.repaired.append(f"{meta}: unreadable pre-train record ({problem}); moved to {moved}")
         ready = all(cache.features_ready(cache_dir, p.key, e) for e in p.feature_epochs)
         if ready and verify:
@@ -95,6 +97,6 @@ def assess(
                     where = moved[-1].parent if moved else cache_dir
                     a.repaired.append(f"{str(err).split('; delete')[0]}; moved to {where}")
                     ready = False
-        if not ready or not cache.pretrain_done(cache_dir, p.key):
+        if not ready or redo:
             a.pretrains_todo.append(p)
     return a

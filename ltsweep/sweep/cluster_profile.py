@@ -12,7 +12,7 @@ import os
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from ltsweep.sweep.base import Strict, parse, read_yaml
 
@@ -128,6 +128,20 @@ class ClusterProfile(Strict):
         "from the job id, so two sweeps on one node do not collide",
     )
     python: str | None = Field(None, description="interpreter on the nodes; default: this one")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        """Every value reaches the sbatch script: a newline there would be a line of its own."""
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                bad = next((c for c in text if ord(c) < 32 or ord(c) == 127), None)
+                if bad is not None:
+                    raise ValueError(
+                        f"{text!r} holds the control character {bad!r}; values reach the sbatch "
+                        "script, one line each"
+                    )
+        return value
 
     @model_validator(mode="after")
     def _one_memory(self) -> ClusterProfile:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import zipfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -166,6 +167,9 @@ def _one_of(allowed: Any, what: str, lower: bool = False) -> AfterValidator:
 
 
 NoiseRate = Annotated[float, AfterValidator(_noise_rate)]
+#: a seed every generator takes (numpy's need < 2**32; a pre-train also uses seed + 1)
+MAX_SEED = 2**31 - 2
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Gamma = Annotated[float, AfterValidator(_gamma_value)]
 SSLName = Annotated[str, _one_of(SSL_SETTINGS, "SSL method")]
 LossName = Annotated[str, _one_of(LOSSES, "loss", lower=True)]
@@ -181,16 +185,30 @@ class Grid(Strict):
     )
     losses: list[LossName] = Field(default_factory=lambda: ["la+sl"], min_length=1)
     head: list[HeadName] = Field(default_factory=lambda: ["auto"], min_length=1)
-    seeds: list[int] = Field(
+    seeds: list[Seed] = Field(
         default_factory=lambda: [0], min_length=1, description="noise and fine-tune seeds"
     )
-    data_seeds: list[int] = Field(
+    data_seeds: list[Seed] = Field(
         default_factory=lambda: [0], min_length=1, description="subsampling and pre-train seeds"
     )
     pretrain_epochs: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=list,
         description="fine-tune from these pre-train epochs too (default: the last one)",
     )
+
+
+def _safe_name(name: str) -> str:
+    if not 1 <= len(name) <= 100:
+        raise ValueError(f"{len(name)} characters; a name has 1 to 100")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
+        raise ValueError(
+            f"{name!r} is not a safe folder name (letters, digits, '-', '_', '.'; not . or ..)"
+        )
+    return name
+
+
+#: the smallest class of each training set (digits: before its test split), for gamma's bound
+SMALLEST_CLASS = {"digits": 174, "cifar10": 5000, "cifar100": 500}
 
 
 def _member(value: str, allowed: Any, what: str) -> str:
@@ -200,7 +218,9 @@ def _member(value: str, allowed: Any, what: str) -> str:
 
 
 class Sweep(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: Annotated[str, AfterValidator(_safe_name)] = Field(
+        description="the run folder's name: letters, digits, '-', '_', '.'; at most 100"
+    )
     description: str = ""
     data: DataSettings = DataSettings()
     backbone: BackboneSettings = BackboneSettings()
@@ -222,6 +242,45 @@ class Sweep(Strict):
                 method_settings(method, overrides)
             except ValidationError as err:
                 raise ValueError(first_error(err, prefix=f"ssl.{method}")) from None
+        return self
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> Sweep:
+        """What the data set can give: a test split, and at least one sample per class."""
+        dataset = self.data.dataset
+        if dataset not in SMALLEST_CLASS:
+            return self
+        n_max = SMALLEST_CLASS[dataset]
+        if dataset == "digits":
+            if self.data.test_per_class >= n_max:
+                raise ValueError(
+                    f"data.test_per_class: {self.data.test_per_class} leaves no training image "
+                    f"(the smallest digits class has {n_max}; at most {n_max - 1})"
+                )
+            n_max -= self.data.test_per_class
+        for i, g in enumerate(self.grid.gamma):
+            if g > n_max:
+                raise ValueError(
+                    f"grid.gamma[{i}]: {g:g} leaves the smallest class no sample "
+                    f"(the largest {dataset} class has {n_max}; gamma is at most {n_max})"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _check_work(self) -> Sweep:
+        """Something to run, and intermediate pre-train epochs that exist."""
+        if not self.grid.ssl and not self.baselines.methods:
+            raise ValueError(
+                "grid.ssl: empty, and baselines.methods is empty too: the sweep has nothing to run"
+            )
+        for method in self.grid.ssl:
+            epochs = self.ssl_settings(method).epochs
+            for i, e in enumerate(self.grid.pretrain_epochs):
+                if e > epochs:
+                    raise ValueError(
+                        f"grid.pretrain_epochs[{i}]: {e} is beyond {method}'s {epochs} "
+                        f"pre-train epochs (ssl.{method}.epochs)"
+                    )
         return self
 
     @model_validator(mode="after")
