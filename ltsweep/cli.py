@@ -102,18 +102,18 @@ def _preflight(args: argparse.Namespace, sweep: Sweep, run_dir: Path, cache_dir:
     check_run_folder(sweep, run_dir, args.sweep)
     check_writable(run_dir, "run folder")
     check_writable(cache_dir, "cache folder (--cache-dir or LTSWEEP_CACHE)")
-    if args.cluster:
-        return
-    if args.address:
-        _check_address(args.address)
-    else:
-        _check_gpu(sweep, args.sweep)
     holder = read_lock(run_dir)
     if holder is not None and stale_reason(holder) is None:
         raise SpecError(
             f"{run_dir}: another ltsweep driver runs this folder ({describe_lock(holder)}); "
             "wait for it, or stop it, then run again"
         )
+    if args.cluster:
+        return
+    if args.address:
+        _check_address(args.address)
+    else:
+        _check_gpu(sweep, args.sweep)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

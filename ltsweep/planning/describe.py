@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ltsweep.planning.plan import make_plan
 from ltsweep.planning.state import assess
+from ltsweep.sweep.base import SpecError
 from ltsweep.sweep.estimate import estimate
 from ltsweep.sweep.schema import Sweep, check_data_root
 from ltsweep.units.finetune import finetune_groups
@@ -29,6 +31,13 @@ def describe_plan(sweep: Sweep, run_dir: Path, cache_dir: Path) -> str:
             f"  baseline runs  : {c['baseline']['total']:>6}  ({c['baseline']['done']} stored, "
             f"{c['baseline']['todo']} to run)"
         )
-    lines.append(estimate(sweep, a.pretrains_todo, a.finetunes_todo, a.baselines_todo).line())
+    cost = estimate(sweep, a.pretrains_todo, a.finetunes_todo, a.baselines_todo)
+    if not math.isfinite(cost.total_hours):
+        raise SpecError(
+            f"the GPU-hour estimate is {cost.total_hours} (pre-train {cost.pretrain:g}, baselines "
+            f"{cost.baselines:g}, fine-tune {cost.finetune:g} FLOPs): some epochs, batch or "
+            "image size is absurdly large"
+        )
+    lines.append(cost.line())
     lines.append(f"  run folder {run_dir}, cache {cache_dir}")
     return "\n".join(lines)

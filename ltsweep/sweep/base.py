@@ -13,6 +13,7 @@ refuses inf and NaN, and a boolean where a number is expected (`true` is not 1).
 
 from __future__ import annotations
 
+import math
 import os
 import types
 import typing
@@ -26,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, fie
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 32
 MAX_NODES = 100_000
+#: no setting is larger (epochs, sizes, rates, memory): beyond it a value is a typo
+MAX_NUMBER = 1e12
 
 
 class SpecError(ValueError):
@@ -76,6 +79,12 @@ class Strict(BaseModel):
         items = value if isinstance(value, list | tuple) else [value]
         if any(isinstance(v, bool) for v in items):
             raise ValueError(f"{value!r} is a boolean, not a number")
+        for v in items:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{v} is not a finite number")
+            if isinstance(v, int | float) and abs(v) > MAX_NUMBER:
+                shown = f"{v:.3g}" if abs(v) < 1e300 else "a number"
+                raise ValueError(f"{shown} is absurdly large (at most {MAX_NUMBER:g})")
         return value
 
 
