@@ -103,7 +103,9 @@ def _preflight(args: argparse.Namespace, sweep: Sweep, run_dir: Path, cache_dir:
     check_writable(run_dir, "run folder")
     check_writable(cache_dir, "cache folder (--cache-dir or LTSWEEP_CACHE)")
     holder = read_lock(run_dir)
-    if holder is not None and stale_reason(holder) is None:
+    # a SLURM job's driver: submit_sweep says which job is still active, and how to follow it
+    by_job = bool(args.cluster and holder and holder.get("slurm_job_id"))
+    if holder is not None and not by_job and stale_reason(holder) is None:
         raise SpecError(
             f"{run_dir}: another ltsweep driver runs this folder ({describe_lock(holder)}); "
             "wait for it, or stop it, then run again"
