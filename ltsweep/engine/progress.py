@@ -1,9 +1,21 @@
 """The one live progress view of a sweep: units done / running / failed / to do per stage, ETA.
 
 Counts are of units (a pre-train, a fine-tune trial, a baseline run), not of Tune trials, so
-the view reads the same whether fine-tunes are stacked or not. On a terminal the line is
-redrawn in place; elsewhere (CI, a SLURM log) a line is printed when counts change, at most
-every few seconds, plus the final one.
+the view reads the same whether fine-tunes are stacked or not.
+
+On a terminal the view is a few lines redrawn in place by `rich` (one line per stage with a
+bar, then the elapsed time and the ETA), each line cut to the terminal's width whatever it
+is, so nothing wraps and no refresh leaves a row behind. Elsewhere (CI, a SLURM log) one
+plain line is printed when the counts change, at most every `min_interval` seconds and at
+least once a minute, plus the final one.
+
+The ETA is there from the start: every Tune trial's cost in FLOPs comes from the plan's cost
+model (`ltsweep.sweep.estimate`), and seconds per FLOP are measured per stage as trials
+finish. Before a stage's first trial finishes, its assumed speed (`execution.gpu_tflops`
+per GPU, `CPU_FLOPS_PER_CORE` on the CPU) is scaled as the finished stages' was, and until
+anything finishes, slowed by how far the running trials already are behind it.
+The remaining work (trials not started, plus what is left of the running ones) is divided by
+the number of trials the cluster runs at once.
 """
 
 from __future__ import annotations
@@ -12,9 +24,14 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import TextIO
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TextIO
 
 STAGES = ("pretrain", "finetune", "baseline")
+#: assumed sustained FLOP/s of one CPU core in a trial of each stage, before anything is
+#: measured (the smoke sweep on 2 shared cores: pre-trains ~5, baselines ~15 GFLOP/s, the
+#: fine-tunes' matrix products on stored features much faster)
+CPU_FLOPS_PER_CORE = {"pretrain": 5e9, "finetune": 5e10, "baseline": 1.5e10}
 
 
 def _fmt_seconds(s: float) -> str:
@@ -23,36 +40,159 @@ def _fmt_seconds(s: float) -> str:
 
 
 class Progress:
+    """Counts and timing of a sweep's units, drawn live (see the module docstring).
+
+    `cost_of(config)` gives a Tune config's FLOPs and `pending` lists the configs that will
+    be handed out (both optional: without them the ETA falls back to seconds per unit,
+    once a unit of each stage has finished); `prior_rate` is the assumed FLOP/s of one trial
+    per stage and `slots` how many trials of a stage the cluster runs at once.
+    """
+
     def __init__(
-        self, todo: dict[str, int], stream: TextIO | None = None, min_interval: float = 5.0
+        self,
+        todo: dict[str, int],
+        stream: TextIO | None = None,
+        min_interval: float = 5.0,
+        *,
+        cost_of: Callable[[dict], float] | None = None,
+        pending: Iterable[dict] = (),
+        prior_rate: Mapping[str, float] | None = None,
+        slots: Mapping[str, int] | None = None,
     ) -> None:
         self.total = Counter(todo)
         self.done: Counter[str] = Counter()
         self.running: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()
         self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.start = time.monotonic()
         self.min_interval = min_interval
         self._last = 0.0
         self._lock = threading.RLock()
         self._printed = ""
         self._seconds: Counter[str] = Counter()  # unit-seconds of finished units, per stage
+        self._cost_of = cost_of
+        self._pending_cost: Counter[str] = Counter()  # FLOPs of trials not started yet
+        for config in pending:
+            stage, _ = _stage_units(config)
+            self._pending_cost[stage] += self._cost(config)
+        self._done_cost: Counter[str] = Counter()  # FLOPs and seconds of finished trials
+        self._done_sec: Counter[str] = Counter()
+        self._done_assumed: Counter[str] = Counter()  # their seconds at the assumed speed
+        self._active: dict[Any, tuple[str, int, float, float]] = {}  # trial -> stage, n, cost, t0
+        self.prior_rate = dict(prior_rate or {})
+        self.slots = {s: max(1, int(n)) for s, n in (slots or {}).items()}
+        self._live: Any = None
+        self._ticker: threading.Thread | None = None
 
-    def started(self, stage: str, n: int) -> None:
+    # ------------------------------------------------------------------ events
+
+    def _cost(self, config: dict | None) -> float:
+        if config is None or self._cost_of is None:
+            return 0.0
+        try:
+            return max(0.0, float(self._cost_of(config)))
+        except Exception:  # noqa: BLE001 - an unknown config costs nothing, it never stops a run
+            return 0.0
+
+    def started(self, stage: str, n: int, trial: Any = None, config: dict | None = None) -> None:
         with self._lock:
             self.running[stage] += n
+            cost = self._cost(config)
+            self._pending_cost[stage] = max(0.0, self._pending_cost[stage] - cost)
+            self._active[trial if trial is not None else object()] = (
+                stage,
+                n,
+                cost,
+                time.monotonic(),
+            )
         self.show()
 
-    def finished(self, stage: str, n: int, ok: bool, seconds: float) -> None:
+    def finished(
+        self,
+        stage: str,
+        n: int,
+        ok: bool,
+        seconds: float,
+        trial: Any = None,
+        config: dict | None = None,
+    ) -> None:
+        """A trial ended (`trial` as given to `started`); with `config` instead of `trial`,
+        units that never started (their pre-train failed) are taken off the work left."""
         with self._lock:
-            self.running[stage] -= n
             (self.done if ok else self.failed)[stage] += n
             self._seconds[stage] += seconds
+            active = self._active.pop(trial, None) if trial is not None else None
+            if active is None and trial is None and config is None:
+                # an anonymous trial: the oldest one of this stage
+                anon = [k for k, v in self._active.items() if v[0] == stage]
+                active = self._active.pop(anon[0]) if anon else None
+            if active is not None:
+                self.running[stage] -= n
+                self._done_cost[stage] += active[2]
+                self._done_sec[stage] += seconds
+                if self.prior_rate.get(stage):
+                    self._done_assumed[stage] += active[2] / self.prior_rate[stage]
+            elif config is not None:
+                cost = self._cost(config)
+                self._pending_cost[stage] = max(0.0, self._pending_cost[stage] - cost)
         self.show()
 
+    # ------------------------------------------------------------------ ETA
+
+    def _sec_per_flop(self, stage: str, now: float) -> float | None:
+        if self._done_cost[stage] > 0 and self._done_sec[stage] > 0:
+            return self._done_sec[stage] / self._done_cost[stage]
+        k = None
+        assumed = sum(self._done_assumed.values())
+        if assumed > 0 and self.prior_rate.get(stage):
+            # other stages measured: this stage's assumed speed, scaled as theirs was
+            k = sum(self._done_sec.values()) / assumed / self.prior_rate[stage]
+        elif self._done_cost.total() > 0 and self._done_sec.total() > 0:
+            k = self._done_sec.total() / self._done_cost.total()
+        if k is None and self.prior_rate.get(stage):
+            # nothing finished yet: the assumed speed, slowed by how far the running trials
+            # already are behind it (any stage: the machine is slower than assumed)
+            behind = [
+                (now - t0) * self.prior_rate[st] / c
+                for st, _, c, t0 in self._active.values()
+                if c > 0 and self.prior_rate.get(st)
+            ]
+            k = max([1.0, *behind]) / self.prior_rate[stage]
+        # a running trial already slower than assumed: the assumption is too fast
+        for st, _, c, t0 in self._active.values():
+            if st == stage and c > 0:
+                k = max(k or 0.0, (now - t0) / c)
+        return k
+
     def eta(self) -> float | None:
-        """Remaining time, from the measured seconds per unit of each stage and its parallelism."""
+        """Seconds left: FLOPs left per stage x measured seconds per FLOP / trials at once.
+
+        Without costs (no `cost_of`), seconds per unit of the finished units of each stage
+        instead; None until that is known for every stage with work left.
+        """
+        with self._lock:
+            now = time.monotonic()
+            if self._cost_of is None:
+                return self._eta_per_unit()
+            wall, longest = 0.0, 0.0
+            for stage in STAGES:
+                left = self.total[stage] - self.done[stage] - self.failed[stage]
+                if left <= 0:
+                    continue
+                k = self._sec_per_flop(stage, now)
+                if k is None:
+                    return None
+                work = self._pending_cost[stage] * k
+                for st, _, c, t0 in self._active.values():
+                    if st == stage:
+                        rest = max(0.0, c * k - (now - t0))
+                        work += rest
+                        longest = max(longest, rest)
+                wall += work / self.slots.get(stage, 1)
+            return max(wall, longest)
+
+    def _eta_per_unit(self) -> float | None:
         remaining = 0.0
         for stage in STAGES:
             left = self.total[stage] - self.done[stage] - self.failed[stage]
@@ -61,52 +201,117 @@ class Progress:
                 continue
             if not finished:
                 return None
-            parallel = max(1, self.running[stage])
+            parallel = self.slots.get(stage) or max(1, self.running[stage])
             remaining += left * self._seconds[stage] / finished / parallel
         return remaining
 
+    # ------------------------------------------------------------------ drawing
+
+    def counts(self, stage: str) -> str:
+        todo = self.total[stage] - self.done[stage] - self.failed[stage] - self.running[stage]
+        return (
+            f"{self.done[stage]}/{self.total[stage]} done, {self.running[stage]} running, "
+            f"{self.failed[stage]} failed, {max(0, todo)} to do"
+        )
+
     def line(self) -> str:
-        parts = []
-        for stage in STAGES:
-            if not self.total[stage]:
-                continue
-            todo = self.total[stage] - self.done[stage] - self.failed[stage] - self.running[stage]
-            parts.append(
-                f"{stage} {self.done[stage]}/{self.total[stage]} done, {self.running[stage]} running, "
-                f"{self.failed[stage]} failed, {max(0, todo)} to do"
-            )
-        eta = self.eta()
-        elapsed = _fmt_seconds(time.monotonic() - self.start)
+        """The one-line view (off a terminal)."""
+        with self._lock:
+            parts = [f"{s} {self.counts(s)}" for s in STAGES if self.total[s]]
+            eta = self.eta()
+            elapsed = _fmt_seconds(time.monotonic() - self.start)
         return (
             f"[{elapsed}] "
             + " | ".join(parts)
             + (f" | ETA {_fmt_seconds(eta)}" if eta is not None else "")
         )
 
-    def show(self, final: bool = False) -> None:
-        """Draw the line; off a terminal, only when counts changed (or a minute passed), and
-        never twice within `min_interval` seconds: the ticker prints what was held back."""
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        """The terminal view: a line per stage (name, bar, counts) and an elapsed / ETA line,
+        each cut to the width rich offers (the terminal's), so nothing ever wraps."""
+        from rich.text import Text
+
+        width = max(1, options.max_width)
         with self._lock:
+            stages = [s for s in STAGES if self.total[s]]
+            counts = {s: self.counts(s) for s in stages}
+            snap = {
+                s: (self.total[s], self.done[s], self.failed[s], self.running[s]) for s in stages
+            }
+            eta = self.eta()
+            elapsed = time.monotonic() - self.start
+        # one bar width for every stage, so the bars line up
+        longest = max((len(c) for c in counts.values()), default=0)
+        bar_width = min(40, width - 9 - longest - 1)
+        for stage in stages:
+            total, done, failed, running = snap[stage]
+            head = f"{stage:<8} "
+            text = Text(head, style="bold")
+            if bar_width >= 10:
+                text.append_text(_bar(bar_width, total, done, failed, running))
+                text.append(" ")
+            text.append(counts[stage])
+            text.truncate(width, overflow="ellipsis")
+            yield text
+        tail = f"elapsed {_fmt_seconds(elapsed)}, ETA " + (
+            _fmt_seconds(eta) if eta is not None else "not known yet"
+        )
+        text = Text(tail, style="dim")
+        text.truncate(width, overflow="ellipsis")
+        yield text
+
+    def show(self, final: bool = False) -> None:
+        """Draw the view. On a terminal the live display (`with progress:`) redraws itself and
+        `final` prints the last state for good. Off a terminal: only when counts changed (or a minute passed),
+        and never twice within `min_interval` seconds: the ticker prints what was held back."""
+        with self._lock:
+            if self.tty:
+                if final:  # the live display (if any) goes, the last state stays
+                    self._stop_live()
+                    self._console().print(self)
+                return
             now = time.monotonic()
             text = self.line()
             counts = text.split("] ", 1)[-1].split(" | ETA")[0]
-            if not self.tty and not final:
+            if not final:
                 changed = counts != self._printed
                 if (not changed and now - self._last < 60) or now - self._last < self.min_interval:
                     return
             self._last, self._printed = now, counts
-            if self.tty:
-                self.stream.write("\r\033[K" + text + ("\n" if final else ""))
-            else:
-                self.stream.write(text + "\n")
+            self.stream.write(text + "\n")
             self.stream.flush()
 
+    def _console(self) -> Any:
+        from rich.console import Console
+
+        if not hasattr(self, "_rich_console"):
+            self._rich_console = Console(file=self.stream, highlight=False)
+        return self._rich_console
+
+    def _stop_live(self) -> None:
+        live, self._live = self._live, None
+        if live is not None:
+            live.stop()
+
     def __enter__(self) -> Progress:
-        """Start the ticker: the elapsed time advances on a terminal, held-back lines get printed."""
+        """Start the live display (terminal) or the ticker that prints held-back lines."""
         self._stop = threading.Event()
+        if self.tty:
+            from rich.live import Live
+
+            self._live = Live(
+                self,
+                console=self._console(),
+                refresh_per_second=2,
+                transient=True,  # `show(final=True)` prints the last state once
+                redirect_stdout=False,  # the driver sends stdout/stderr to driver.log
+                redirect_stderr=False,
+            )
+            self._live.start()
+            return self
 
         def tick() -> None:
-            while not self._stop.wait(1.0 if self.tty else self.min_interval):
+            while not self._stop.wait(self.min_interval):
                 self.show()
 
         self._ticker = threading.Thread(target=tick, name="ltsweep-progress", daemon=True)
@@ -115,4 +320,85 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._ticker.join(timeout=5)
+        if self._ticker is not None:
+            self._ticker.join(timeout=5)
+            self._ticker = None
+        with self._lock:
+            if self._live is not None:
+                self._live.refresh()
+
+
+def _bar(width: int, total: int, done: int, failed: int, running: int) -> Any:
+    from rich.text import Text
+
+    total = max(1, total)
+    n_done = round(width * done / total)
+    n_failed = min(width - n_done, round(width * failed / total))
+    n_running = min(width - n_done - n_failed, round(width * running / total))
+    rest = width - n_done - n_failed - n_running
+    bar = Text()
+    bar.append("━" * n_done, style="green")
+    bar.append("━" * n_failed, style="red")
+    bar.append("━" * n_running, style="yellow")
+    bar.append("━" * rest, style="grey35")
+    return bar
+
+
+def _stage_units(config: dict) -> tuple[str, int]:
+    if config["kind"] == "finetune":
+        return "finetune", len(config["units"])
+    return config["kind"], 1
+
+
+# ---------------------------------------------------------------------------- from a sweep
+
+
+def config_flops(sweep: Any, config: dict) -> float:
+    """FLOPs of one Tune config (a pre-train, a baseline run or a fine-tune group), from the
+    plan's cost model (`ltsweep.sweep.estimate`)."""
+    from ltsweep.sweep import estimate
+    from ltsweep.units import baseline, finetune, pretrain
+
+    kind = config["kind"]
+    if kind == "pretrain":
+        return estimate.pretrain_flops(sweep, pretrain.PretrainUnit.from_dict(config["unit"]))
+    if kind == "baseline":
+        return estimate.baseline_flops(sweep, baseline.BaselineUnit(**config["unit"]))
+    return sum(estimate.finetune_flops(sweep, finetune.FinetuneUnit(**u)) for u in config["units"])
+
+
+def for_sweep(
+    sweep: Any,
+    todo: dict[str, int],
+    configs: Iterable[dict],
+    cluster: Mapping[str, float] | None = None,
+    stream: TextIO | None = None,
+) -> Progress:
+    """The progress view of a sweep's run: the Tune configs to hand out (`configs`) priced
+    by the cost model, the trials at once per stage from the `cluster`'s resources (Ray's
+    `cluster_resources()`) and each stage's resources, and an assumed speed per trial until
+    one is measured (`execution.gpu_tflops` per GPU, `CPU_FLOPS_PER_CORE` per CPU)."""
+    from ltsweep.units import baseline, finetune, pretrain
+
+    cluster = dict(cluster or {})
+    slots, prior = {}, {}
+    for stage, kind in (("pretrain", pretrain), ("finetune", finetune), ("baseline", baseline)):
+        r = kind.resources(sweep)
+        fits = []
+        if r.cpu and cluster.get("CPU"):
+            fits.append(int(cluster["CPU"] // r.cpu))
+        if r.gpu and cluster.get("GPU"):
+            fits.append(int(cluster["GPU"] // r.gpu))
+        slots[stage] = max(1, min(fits)) if fits else 1
+        if r.gpu and sweep.execution.device != "cpu":
+            prior[stage] = sweep.execution.gpu_tflops * 1e12 * r.gpu
+        else:
+            prior[stage] = CPU_FLOPS_PER_CORE[stage] * max(1.0, r.cpu)
+    return Progress(
+        todo,
+        stream=stream,
+        cost_of=lambda c: config_flops(sweep, c),
+        pending=list(configs),
+        prior_rate=prior,
+        slots=slots,
+    )

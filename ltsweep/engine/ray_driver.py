@@ -37,6 +37,7 @@ from ray import tune  # noqa: E402
 from ray.tune import Callback  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
+from ltsweep.engine import progress as progress_view
 from ltsweep.engine.driver_process import StopOnEvent, ctrl_c, heartbeat, log_ray_to_file
 from ltsweep.engine.progress import Progress
 from ltsweep.planning.plan import KINDS, make_plan
@@ -332,7 +333,10 @@ def _run_tuner(
     """Build the Tuner over the ready and waiting work and run it to the end (or the stop event)."""
     _check_resources(sweep, ray.cluster_resources())
     stop_event = stop_event or threading.Event()
-    progress = Progress(todo, stream=stream) if show_progress else None
+    progress = None
+    if show_progress:  # the ETA prices every config by the cost model from the start
+        configs = [*ready, *(c for cs in waiting.values() for c in cs)]
+        progress = progress_view.for_sweep(sweep, todo, configs, ray.cluster_resources(), stream)
     failed_units: list[str] = []
 
     def on_pretrain_failed(config: dict, released: list[dict]) -> None:
@@ -343,7 +347,7 @@ def _run_tuner(
             write_rows(run_dir / "results", f"failed-{item['name']}", rows)
             failed_units.extend(u["key"] for u in item["units"])
             if progress:
-                progress.finished("finetune", len(item["units"]), ok=False, seconds=0.0)
+                progress.finished("finetune", len(item["units"]), False, 0.0, config=item)
 
     searcher = DependencySearcher(ready, waiting, stop_event, on_pretrain_failed)
     res = {name: kind.resources(sweep) for name, kind in KINDS.items()}
@@ -426,7 +430,7 @@ class _ProgressCallback(Callback):
         stage, n = units_of(trial.config)
         self.active[trial.trial_id] = (stage, n, time.monotonic())
         if self.progress:
-            self.progress.started(stage, n)
+            self.progress.started(stage, n, trial=trial.trial_id, config=trial.config)
         self._beat()
 
     def _end(self, trial, ok: bool) -> None:
@@ -434,7 +438,7 @@ class _ProgressCallback(Callback):
             return
         stage, n, t0 = self.active.pop(trial.trial_id)
         if self.progress:
-            self.progress.finished(stage, n, ok, time.monotonic() - t0)
+            self.progress.finished(stage, n, ok, time.monotonic() - t0, trial=trial.trial_id)
         self._beat()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
