@@ -387,3 +387,144 @@ def test_write_report_skips_what_is_missing(
     md = write_report(empty).read_text()
     assert "No finished result rows yet" in md
     assert "<img" not in (empty / "report" / "index.html").read_text()
+
+
+# ---------------------------------------------------------------------------- issue #14
+
+
+def _lines(fig) -> dict[str, tuple]:
+    """label -> (colour, linestyle, marker) of every error-bar line of a figure."""
+    from matplotlib.colors import to_hex
+
+    out = {}
+    for ax in fig.axes:
+        for c in ax.containers:
+            if isinstance(c, ErrorbarContainer):
+                line = c.lines[0]
+                out[c.get_label()] = (
+                    to_hex(line.get_color()),
+                    line.get_linestyle(),
+                    line.get_marker(),
+                )
+    return out
+
+
+def test_one_colour_and_style_per_method_and_loss_in_every_figure(df: pd.DataFrame) -> None:
+    from matplotlib.colors import to_hex
+
+    f4, f5 = _lines(fig4_two_vs_single_stage(df)), _lines(fig5_methods_vs_noise(df))
+    # a single-stage baseline is the same line in Figs. 4 and 5
+    for base in ("CE", "LA", "SL", "LA+SL"):
+        assert f4[f"single-stage {base}"] == f5[f"{base} (single-stage)"], base
+    # its colour is its loss's, in Fig. 3's bars too
+    bars = {
+        c.get_label(): to_hex(c.patches[0].get_facecolor())
+        for ax in fig3_loss_gain(df).axes
+        for c in ax.containers
+        if isinstance(c, BarContainer)
+    }
+    assert bars["LA+SL"] == f4["two-stage BYOL, LA+SL"][0] == f4["single-stage LA+SL"][0]
+    assert bars["CE+SL"] == f4["single-stage SL"][0]
+    # every line of Fig. 5 has its own colour and style
+    assert len(set(f5.values())) == len(f5)
+    # and an SSL method keeps its colour when only part of the run is drawn
+    only = fig5_methods_vs_noise(df[df["method"] != "simsiam"])
+    assert _lines(only)["BYOL + LA+SL"] == f5["BYOL + LA+SL"]
+
+
+def test_fig5_has_every_baseline_of_the_run(df: pd.DataFrame) -> None:
+    extra = df[(df["method"] == "dividemix") & (df["dataset"] == "cifar10")].assign(
+        method="elr+", unit_key=lambda d: d["unit_key"] + "+"
+    )
+    fig = fig5_methods_vs_noise(pd.concat([df, extra], ignore_index=True))
+    names = set(_lines(fig))
+    assert {"DivideMix (single-stage)", "ELR (single-stage)", "ELR+ (single-stage)"} <= names
+
+
+def test_legends_stay_clear_of_titles(df: pd.DataFrame) -> None:
+    for make in (fig3_loss_gain, fig4_two_vs_single_stage, fig5_methods_vs_noise,
+                 fig6_pretrain_epochs):  # fmt: skip
+        fig = make(df)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        legends = fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+        assert legends, make.__name__
+        titles = [fig._suptitle] + [ax.title for ax in fig.axes]
+        for leg in legends:
+            box = leg.get_window_extent(renderer)
+            for t in titles:
+                if t is not None and t.get_text():
+                    assert not box.overlaps(t.get_window_extent(renderer)), make.__name__
+
+
+def test_no_error_bar_for_a_single_row(df: pd.DataFrame) -> None:
+    one_seed = df[df["seed"] == 0]
+    fig = fig5_methods_vs_noise(one_seed)
+    ax = _panel(fig, "CIFAR-10, gamma = 50")
+    line = _errorbar(ax, "SimSiam + LA+SL")
+    assert line.has_yerr is False or all(len(s) == 0 for s in line.lines[2][0].get_segments())
+    bars = [
+        c for ax in fig3_loss_gain(one_seed).axes for c in ax.containers
+        if isinstance(c, BarContainer)
+    ]  # fmt: skip
+    assert all(b.errorbar is None for b in bars)
+    # with two seeds in some cells only: bars there, none where n = 1
+    mixed = df[(df["seed"] == 0) | (df["noise"] == 0.2)]
+    ax = _panel(fig5_methods_vs_noise(mixed), "CIFAR-10, gamma = 50")
+    segs = _errorbar(ax, "SimSiam + LA+SL").lines[2][0].get_segments()
+    assert [len(s) > 0 for s in segs] == [False, True, False, False]
+
+
+def test_report_formats_dpi_and_several_runs(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rep"
+    write_report(run_dir, out, formats=("png", "pdf", "svg"), dpi=60, tsne_points=100)
+    figs = [p.stem for p in out.glob("fig*.png")]
+    assert figs
+    for stem in figs:
+        assert (out / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
+        assert b"<svg" in (out / f"{stem}.svg").read_bytes()[:2000]
+    md = (out / "index.md").read_text()
+    assert "Also as: [PDF](fig3_loss_gain.pdf), [SVG](fig3_loss_gain.svg)" in md
+    small = imread(out / "fig5_methods_vs_noise.png").shape
+    write_report(run_dir, out, formats=("png",), dpi=120, tsne_points=100)
+    big = imread(out / "fig5_methods_vs_noise.png").shape
+    assert big[1] == pytest.approx(small[1] * 2, rel=0.02)
+    assert not list(out.glob("*.pdf")) and not list(out.glob("*.svg"))  # stale files go
+    # SVG only: the pages embed the SVG
+    write_report(run_dir, out, formats=("svg",), tsne_points=100)
+    assert 'src="data:image/svg+xml;base64,' in (out / "index.html").read_text()
+    with pytest.raises(ValueError, match="jpg"):
+        write_report(run_dir, out, formats=("jpg",))
+
+    # two runs: their tables combined, a unit stored by both counted once
+    other = tmp_path / "other"
+    two, _ = _rows()
+    extra = [dict(r, unit_key=f"o{i}", seed=r["seed"] + 2) for i, r in enumerate(two[:40])]
+    write_rows(other / "results", "two", extra + two[:5])  # the first 5 units are in both
+    both = tmp_path / "both"
+    with pytest.raises(ValueError, match="output folder"):
+        write_report([run_dir, other])
+    md = write_report([run_dir, other], both, tsne_points=100).read_text()
+    assert f"`{run_dir}`: {len(load_results(run_dir))} result rows" in md
+    assert f"`{other}`: 40 result rows" in md
+    from ltsweep.report.build import load_runs
+
+    combined = load_runs([run_dir, other])
+    assert len(combined) == len(load_results(run_dir)) + 40
+    assert set(combined["run"]) == {str(run_dir), str(other)}
+
+
+def test_a_missing_run_folder_is_an_error_not_an_empty_report(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        write_report(tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_cli_report_flags(run_dir: Path, tmp_path: Path) -> None:
+    from ltsweep.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["report", str(run_dir), str(tmp_path), "--format", "png,pdf", "--dpi", "200"]
+    )
+    assert args.run_dir == [str(run_dir), str(tmp_path)]
+    assert (args.format, args.dpi) == ("png,pdf", 200)

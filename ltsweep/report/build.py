@@ -1,9 +1,11 @@
-"""`ltsweep report RUN_DIR`: every figure the results support, as Markdown and as one HTML file.
+"""`ltsweep report RUN_DIR...`: every figure the results support, as Markdown and as one HTML file.
 
-Writes `<run>/report/` (or `out_dir`): one PNG per figure, `index.md` (figures with the table
-of the numbers each one plots, the accuracy pivot, Table 1, the comparison with the paper,
-and the figures that were skipped and why) and `index.html`, the same content with the PNGs
-embedded as base64 data URIs so the single file can be mailed or attached to an issue.
+Writes `<run>/report/` (or `out_dir`): each figure as PNG (and PDF / SVG when asked, at a
+chosen dpi), `index.md` (figures with the table of the numbers each one plots, the accuracy
+pivot, Table 1, the comparison with the paper, and the figures that were skipped and why) and
+`index.html`, the same content with the images embedded as base64 data URIs so the single
+file can be mailed or attached to an issue. Several run folders make one report of their
+combined results tables (a unit stored by two runs, through a shared cache, counts once).
 
 A half-finished sweep still gets a report: a figure whose data is missing is listed under
 "Skipped" with the reason instead of failing the whole report, and nothing is printed (the
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,10 @@ from ltsweep.report.tables import comparison_table, figure_table, pivot_tables, 
 from ltsweep.store.atomic import atomic_path, write_text
 from ltsweep.store.results import load_results
 
-__all__ = ["write_report", "tsne_features", "FIGURE_NAMES"]
+__all__ = ["write_report", "load_runs", "tsne_features", "FIGURE_NAMES", "FORMATS"]
+
+#: the file formats a figure can be written in
+FORMATS = ("png", "pdf", "svg")
 
 
 # ---------------------------------------------------------------------------- t-SNE inputs
@@ -61,9 +66,14 @@ def tsne_features(
         return {}, [
             ("fig78_tsne", "feature store not available (no ltsweep.store.cache.load_features)")
         ]
-    cache = _cache_dir(store, Path(run_dir), cache_dir)
-    if isinstance(cache, str):
-        return {}, [("fig78_tsne", cache)]
+    caches: dict[str, Path | str] = {}
+
+    def cache_of(row: pd.Series) -> Path | str:
+        run = str(row["run"]) if "run" in row and isinstance(row["run"], str) else str(run_dir)
+        if run not in caches:
+            caches[run] = _cache_dir(store, Path(run), cache_dir)
+        return caches[run]
+
     found: dict[str, tuple[str, dict[float, tuple[np.ndarray, np.ndarray]]]] = {}
     skipped: list[tuple[str, str]] = []
     for ds in F.ordered(two["dataset"].tolist(), ("cifar10", "clothing1m", "cifar100")):
@@ -77,6 +87,10 @@ def tsne_features(
             rows = rows[rows["pretrain_epochs"] == rows["pretrain_epochs"].max()]
             row = rows.sort_values(["data_seed", "pretrain_key"]).iloc[0]
             key, epoch = row["pretrain_key"], int(row["pretrain_epochs"])
+            cache = cache_of(row)
+            if isinstance(cache, str):
+                missing.append(f"gamma={F.fmt_num(g)}: {cache}")
+                continue
             ready = getattr(store, "features_ready", None)
             if ready is not None and not ready(cache, key, epoch):
                 missing.append(f"gamma={F.fmt_num(g)}: none for {key} epoch {epoch}")
@@ -92,7 +106,8 @@ def tsne_features(
             if missing:
                 skipped.append((name, "some gammas without features: " + "; ".join(missing)))
         else:
-            skipped.append((name, f"no cached test features in {cache}: " + "; ".join(missing)))
+            where = ", ".join(sorted({str(c) for c in caches.values()}))
+            skipped.append((name, f"no cached test features in {where}: " + "; ".join(missing)))
     return found, skipped
 
 
@@ -124,9 +139,44 @@ def _numpy(x: Any) -> np.ndarray:
 # ---------------------------------------------------------------------------- the report
 
 
-def _sweep_name(df: pd.DataFrame, run_dir: Path) -> str:
+def _sweep_name(df: pd.DataFrame, runs: Sequence[Path]) -> str:
     names = [s for s in df["sweep"].dropna().unique() if s] if "sweep" in df else []
-    return ", ".join(sorted(names)) if names else run_dir.resolve().name
+    return ", ".join(sorted(names)) if names else ", ".join(r.resolve().name for r in runs)
+
+
+def _run_list(run_dir: str | Path | Sequence[str | Path]) -> list[Path]:
+    runs = [Path(run_dir)] if isinstance(run_dir, str | Path) else [Path(r) for r in run_dir]
+    if not runs:
+        raise ValueError("no run folder given")
+    for run in runs:
+        if not (run / "results").is_dir() and not (run / "sweep.yaml").is_file():
+            raise FileNotFoundError(
+                f"{run}: not a run folder (no sweep.yaml, no results/); "
+                "give the folder `ltsweep run` wrote (runs/<sweep name>)"
+            )
+    return runs
+
+
+def load_runs(
+    run_dir: str | Path | Sequence[str | Path], include_failed: bool = False
+) -> pd.DataFrame:
+    """The results tables of one or several run folders, combined, with a `run` column.
+
+    A unit stored by several runs (the same key: through a shared cache they ran it once, or
+    each ran the same unit) is kept once, from the first run that has it; a unit that failed
+    in one run and succeeded in another counts as its success. Raises FileNotFoundError for
+    a folder that is not a run folder, rather than reporting zero rows.
+    """
+    frames = []
+    for run in _run_list(run_dir):
+        df = load_results(run, include_failed=include_failed)
+        frames.append(df.assign(run=str(run)))
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if len(frames) > 1 and not df.empty:
+        ok_first = df["status"].ne("ok").astype(int)  # a success wins over a failure
+        df = df.assign(_ok=ok_first).sort_values("_ok", kind="stable")
+        df = df.drop_duplicates("unit_key").sort_index().drop(columns="_ok")
+    return df.reset_index(drop=True)
 
 
 _TITLES = {
@@ -147,25 +197,40 @@ _WHAT = {
 
 
 def write_report(
-    run_dir: str | Path,
+    run_dir: str | Path | Sequence[str | Path],
     out_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
     *,
     tsne_points: int = 2000,
+    formats: Sequence[str] = ("png",),
+    dpi: float = 100,
 ) -> Path:
-    """Write the report of a run folder and return the path of its `index.md`.
+    """Write the report of one run folder, or of several combined, and return its `index.md`.
 
-    `out_dir` defaults to `<run_dir>/report`; `cache_dir` (for the t-SNE features) defaults
-    to `ltsweep.store.cache.run_cache_dir(run_dir)`. Prints nothing; warnings raised while drawing
-    are collected into the report instead of reaching the terminal.
+    `out_dir` defaults to `<run_dir>/report` (required for several runs); `cache_dir` (for
+    the t-SNE features) defaults to each run's own (`ltsweep.store.cache.run_cache_dir`).
+    `formats`: any of png, pdf, svg; the pages show the PNG (the SVG without a PNG; a PNG is
+    written for them if neither is asked for). Prints nothing; warnings raised while
+    drawing are collected into the report instead of reaching the terminal. A folder that
+    is not a run folder raises FileNotFoundError.
     """
-    run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    runs = _run_list(run_dir)
+    formats = [f.lower().lstrip(".") for f in formats]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"figure formats: {', '.join(unknown) or '(none)'} not in {FORMATS}")
+    if not dpi > 0:
+        raise ValueError(f"dpi: {dpi} is not > 0")
+    if out_dir is None and len(runs) > 1:
+        raise ValueError("a report of several runs needs an output folder (out_dir / --out)")
+    shown = "png" if "png" in formats else ("svg" if "svg" in formats else "png")
+    formats = list(dict.fromkeys([shown, *formats]))
+    out = Path(out_dir) if out_dir is not None else runs[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
-    df = load_results(run_dir)
-    everything = load_results(run_dir, include_failed=True)
+    df = load_runs(runs)
+    everything = load_runs(runs, include_failed=True)
     n_failed = int((everything["status"] == "failed").sum()) if not everything.empty else 0
-    name = _sweep_name(df, run_dir)
+    name = _sweep_name(df, runs)
     doc = Document(out)
     skipped: list[tuple[str, str]] = []
     caught: list[str] = []
@@ -173,7 +238,12 @@ def write_report(
 
     doc.h(1, name)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    doc.p(f"Report of run folder `{run_dir}`, generated {stamp}.")
+    if len(runs) == 1:
+        doc.p(f"Report of run folder `{runs[0]}`, generated {stamp}.")
+    else:
+        doc.p(f"Report of {len(runs)} run folders combined, generated {stamp}:")
+        counts = df["run"].value_counts() if not df.empty else pd.Series(dtype=int)
+        doc.items(f"`{r}`: {int(counts.get(str(r), 0))} result rows" for r in runs)
     doc.h(2, "Summary")
     if df.empty:
         doc.p("No finished result rows yet." + (f" {n_failed} failed units." if n_failed else ""))
@@ -201,12 +271,15 @@ def write_report(
     def add_figure(fig_name: str, title: str, what: str, fig: Figure | None) -> None:
         if fig is None:
             return
-        png = f"{fig_name}.png"
-        with atomic_path(out / png) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        written.add(png)
+        files = [f"{fig_name}.{fmt}" for fmt in formats]
+        for file, fmt in zip(files, formats, strict=True):
+            with atomic_path(out / file) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=dpi)
+            written.add(file)
         doc.h(3, f"{title} (`{fig_name}`)")
-        doc.image(png, title)
+        doc.image(files[0], title)
+        if len(files) > 1:
+            doc.links("Also as", [(f.rsplit(".", 1)[1].upper(), f) for f in files[1:]])
         if what:
             doc.p(what)
         table = attempt(fig_name, lambda: figure_table(fig_name, fig))
@@ -233,7 +306,7 @@ def write_report(
                 what += f" {F.dataset_label(fig.ltsweep_dataset)}, {F.label(fig.ltsweep_method)}."
             add_figure(fig_name, _TITLES[fig_name], what, fig)
 
-        feats, tsne_skips = tsne_features(df, run_dir, cache_dir)
+        feats, tsne_skips = tsne_features(df, runs[0], cache_dir)
         skipped.extend(tsne_skips)
         for ds, (method, by_gamma) in feats.items():
             fig_name = f"fig78_tsne_{ds}"
@@ -280,8 +353,8 @@ def write_report(
         doc.h(2, "Warnings while drawing")
         doc.items(caught)
 
-    for old in out.glob("fig*.png"):
-        if old.name not in written:
+    for old in out.glob("fig*.*"):
+        if old.suffix.lstrip(".") in FORMATS and old.name not in written:
             old.unlink(missing_ok=True)
     index = out / "index.md"
     write_text(index, doc.markdown())

@@ -38,6 +38,10 @@ class Document:
     def image(self, filename: str, alt: str) -> None:
         self.blocks.append(("img", (filename, alt)))
 
+    def links(self, lead: str, links: Iterable[tuple[str, str]]) -> None:
+        """A line of links to files beside the page: `lead: [text](href), ...`."""
+        self.blocks.append(("links", (lead, list(links))))
+
     def table(self, table: pd.DataFrame) -> None:
         self.blocks.append(("table", table))
 
@@ -52,6 +56,8 @@ class Document:
                 out.append("\n".join(f"- {x}" for x in value))
             elif kind == "img":
                 out.append(f"![{value[1]}]({value[0]})")
+            elif kind == "links":
+                out.append(f"{value[0]}: " + ", ".join(f"[{t}]({h})" for t, h in value[1]))
             elif kind == "table":
                 out.append(md_table(value))
         return "\n\n".join(out) + "\n"
@@ -67,11 +73,17 @@ class Document:
                 body.append("<ul>" + "".join(f"<li>{_inline(x)}</li>" for x in value) + "</ul>")
             elif kind == "img":
                 data = base64.b64encode((self.out_dir / value[0]).read_bytes()).decode("ascii")
+                mime = "image/svg+xml" if value[0].endswith(".svg") else "image/png"
                 body.append(
                     f'<figure><img alt="{html.escape(value[1])}" '
-                    f'src="data:image/png;base64,{data}"/>'
+                    f'src="data:{mime};base64,{data}"/>'
                     f"<figcaption>{html.escape(value[0])}</figcaption></figure>"
                 )
+            elif kind == "links":
+                refs = ", ".join(
+                    f'<a href="{html.escape(h)}">{html.escape(t)}</a>' for t, h in value[1]
+                )
+                body.append(f"<p>{html.escape(value[0])}: {refs}</p>")
             elif kind == "table":
                 body.append(value.to_html(index=False, border=0, na_rep="", escape=True))
         return (

@@ -20,6 +20,8 @@ from ltsweep.report.figures.base import (
     attach,
     blank,
     dataset_label,
+    error_bars,
+    figure_legend,
     final_encoders,
     fmt_num,
     label,
@@ -110,7 +112,7 @@ def fig3_loss_gain(
                     x + (k - (len(losses) - 1) / 2) * width,
                     sub["mean"].to_numpy(float),
                     width,
-                    yerr=sub["std"].to_numpy(float),
+                    yerr=error_bars(sub.fillna({"n": 0})),
                     capsize=2,
                     color=LOSS_COLOURS.get(loss),
                     label=label(loss),
@@ -123,7 +125,7 @@ def fig3_loss_gain(
                 f"{dataset_label(ds)}, {label(m)} (gamma {cell['gammas'].iloc[0]} averaged)",
                 fontsize=10,
             )
-            ax.legend(fontsize=8)
+    figure_legend(fig, axes)
     fig.suptitle("Fig. 3: gain of each fine-tuning loss over CE (two-stage)")
     return attach(fig, data)
 
@@ -181,15 +183,14 @@ def fig4_two_vs_single_stage(
 
     def draw(ax: Axes, panel: pd.DataFrame) -> None:
         for loss in losses:
-            colour = LOSS_COLOURS.get(loss)
             two = panel[(panel["stage"] == "two-stage") & (panel["loss"] == loss)]
             one = panel[(panel["stage"] == "single-stage") & (panel["loss"] == loss)]
             if not two.empty:
                 name = f"two-stage {label(method)}, {label(loss)}"
-                noise_line(ax, two, "two-stage", colour, name)
+                noise_line(ax, two, "two-stage", name, method, loss)
             if not one.empty:
-                name = f"single-stage {label(one['method'].iloc[0])}"
-                noise_line(ax, one, "single-stage", colour, name)
+                base = one["method"].iloc[0]
+                noise_line(ax, one, "single-stage", f"single-stage {label(base)}", base)
 
     title = f"Fig. 4: two-stage ({label(method)}) vs single-stage training, per loss"
     return noise_panels(data, draw, title, method=method, dropped=dropped)
@@ -205,7 +206,8 @@ def fig5_methods_vs_noise(
     baselines: Sequence[str] | None = None,
 ) -> Figure:
     """Fig. 5: accuracy vs noise of every SSL method (two-stage, fine-tuned with `loss`) and
-    every single-stage baseline (ELR, DivideMix, CE, ... trained from scratch).
+    every single-stage baseline the run has (DivideMix, ELR+, ELR, CE, LA, SL, LA+SL, trained
+    from scratch).
 
     Solid lines are SSL methods, dashed ones baselines; one panel per dataset (rows) and
     gamma (columns). Datasets with a single noise level (Clothing1M: see Table 1) are left
@@ -226,8 +228,6 @@ def fig5_methods_vs_noise(
 
     ssl = ordered(ts["method"].tolist(), SSL_ORDER)
     base = ordered(ss["method"].tolist(), BASELINE_ORDER)
-    colours = {("two-stage", m): f"C{k}" for k, m in enumerate(ssl)}
-    colours.update({("single-stage", b): f"C{(len(ssl) + k) % 10}" for k, b in enumerate(base)})
 
     def draw(ax: Axes, panel: pd.DataFrame) -> None:
         for stage, names in (("two-stage", ssl), ("single-stage", base)):
@@ -237,7 +237,7 @@ def fig5_methods_vs_noise(
                     continue
                 two = stage == "two-stage"
                 name = f"{label(m)} + {label(loss)}" if two else f"{label(m)} (single-stage)"
-                noise_line(ax, sub, stage, colours[(stage, m)], name)
+                noise_line(ax, sub, stage, name, m)
 
     title = f"Fig. 5: SSL methods (fine-tuned with {label(loss)}) and baselines vs noise"
     return noise_panels(data, draw, title, loss=loss, dropped=dropped)

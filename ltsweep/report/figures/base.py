@@ -41,7 +41,22 @@ DATASETS = {
     "clothing1m": "Clothing1M",
     "digits": "digits",
 }
-LOSS_COLOURS = {"ce": "C0", "ce+sl": "C1", "la": "C2", "la+sl": "C3"}
+#: One colour and style per loss and method, the same in every figure. Lines of a figure
+#: that compares losses (Figs. 3-4) take the loss's colour; a single-stage CE / LA / SL /
+#: LA+SL baseline always takes its loss's colour (SL: CE+SL's), dashed with squares; an SSL
+#: method's two-stage line in Fig. 5 takes the method's colour, solid with circles; DivideMix
+#: and the ELRs have their own colours, marker and dash-dot line.
+LOSS_COLOURS = {"ce": "#1f77b4", "ce+sl": "#ff7f0e", "la": "#2ca02c", "la+sl": "#d62728"}
+METHOD_COLOURS = {
+    "simsiam": "#9467bd",
+    "simclr": "#8c564b",
+    "byol": "#e377c2",
+    "barlow": "#17becf",
+    "dividemix": "#000000",
+    "elr": "#7f7f7f",
+    "elr+": "#bcbd22",
+}
+_OTHER_MARKERS = {"dividemix": "^", "elr": "v", "elr+": "D"}
 NOISE_AXIS = "symmetric label noise (%)"
 ACC_AXIS = "test accuracy (%)"
 
@@ -147,24 +162,46 @@ def blank(ax: Axes, text: str = "no data") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.5")
 
 
-def noise_line(ax: Axes, data: pd.DataFrame, stage: str, color: str | None, name: str) -> None:
-    """One error-bar line: x = noise in percent, y = mean, bars = std.
+def style(stage: str, method: str, loss: str | None = None) -> dict[str, Any]:
+    """Colour, marker and line style of a line (see `LOSS_COLOURS`): `loss` given, a
+    two-stage line takes the loss's colour, else the method's."""
+    if stage == "two-stage":
+        colour = LOSS_COLOURS.get(str(loss)) if loss else METHOD_COLOURS.get(str(method))
+        return {"color": colour or "0.4", "marker": "o", "linestyle": "-"}
+    if method in SINGLE_STAGE_LOSS:
+        return {"color": LOSS_COLOURS[SINGLE_STAGE_LOSS[method]], "marker": "s", "linestyle": "--"}
+    return {
+        "color": METHOD_COLOURS.get(str(method), "0.4"),
+        "marker": _OTHER_MARKERS.get(str(method), "P"),
+        "linestyle": "-.",
+    }
 
-    Two-stage lines are solid with circles, single-stage ones dashed with squares.
-    """
-    two = stage == "two-stage"
+
+def error_bars(data: pd.DataFrame) -> np.ndarray | None:
+    """The std column as error bars, none where a cell has a single row (n = 1: no spread
+    measured, so no zero-height bar is drawn); None when no cell has more than one row."""
+    n = data["n"].to_numpy(float) if "n" in data else np.full(len(data), 2.0)
+    std = data["std"].to_numpy(float)
+    if not (n > 1).any():
+        return None
+    return np.where(n > 1, std, np.nan)
+
+
+def noise_line(
+    ax: Axes, data: pd.DataFrame, stage: str, name: str, method: str, loss: str | None = None
+) -> None:
+    """One error-bar line: x = noise in percent, y = mean, bars = std (over n > 1 rows),
+    styled by `style(stage, method, loss)`."""
     data = data.sort_values("noise")
     ax.errorbar(
         data["noise"].to_numpy(float) * 100,
         data["mean"].to_numpy(float),
-        yerr=data["std"].to_numpy(float),
+        yerr=error_bars(data),
         capsize=3,
         markersize=4,
         linewidth=1.4,
-        color=color,
-        marker="o" if two else "s",
-        linestyle="-" if two else "--",
         label=name,
+        **style(stage, method, loss),
     )
 
 
@@ -195,13 +232,17 @@ def noise_axis(ax: Axes, noises: Sequence[float]) -> None:
 
 
 def figure_legend(fig: Figure, axes: np.ndarray) -> None:
-    """One legend for all panels (union of their entries), outside on the right."""
+    """One legend for all panels (union of their entries), below them: outside the panels,
+    clear of the figure's title (a legend at the upper right covered it)."""
     handles: dict[str, Any] = {}
-    for ax in axes.flat:
+    for ax in np.asarray(axes).flat:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(lab, h)
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8)
+        ncol = min(len(handles), 4 if fig.get_figwidth() >= 8 else 2)
+        fig.legend(
+            list(handles.values()), list(handles), loc="outside lower center", ncol=ncol, fontsize=8
+        )
 
 
 def noise_panels(

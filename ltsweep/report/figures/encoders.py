@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from ltsweep.report.figures.base import (
@@ -16,6 +17,8 @@ from ltsweep.report.figures.base import (
     attach,
     blank,
     dataset_label,
+    error_bars,
+    figure_legend,
     fmt_num,
     label,
     new_figure,
@@ -87,22 +90,24 @@ def fig6_pretrain_epochs(
         if sub.empty:
             blank(ax, "no kNN values recorded" if metric == "knn_acc" else "no data")
             continue
-        for k, g in enumerate(sorted(sub["gamma"].unique())):
+        gammas = sorted(sub["gamma"].unique())
+        for k, g in enumerate(gammas):
             line = sub[sub["gamma"] == g].sort_values("pretrain_epochs")
             ax.errorbar(
                 line["pretrain_epochs"].to_numpy(float),
                 line["mean"].to_numpy(float),
-                yerr=line["std"].to_numpy(float),
+                yerr=error_bars(line),
                 capsize=3,
                 marker="o",
                 markersize=4,
-                color=f"C{k}",
+                # gammas in order along viridis: no colour of a loss or method (base.py)
+                color=colormaps["viridis"](0.85 * k / max(1, len(gammas) - 1)),
                 label=f"gamma = {fmt_num(g)}",
             )
         ax.set_xlabel("self-supervised pre-training epochs")
         ax.set_ylabel(ylabels[metric])
         ax.set_title(titles[metric], fontsize=10)
-        ax.legend(fontsize=8)
+    figure_legend(fig, axes)
     fig.suptitle(
         f"Fig. 6: {dataset_label(dataset)}, {label(method)}: effect of pre-training length"
     )
