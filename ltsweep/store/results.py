@@ -116,14 +116,14 @@ def write_rows(
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     path = Path(directory) / f"{name}.parquet"
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, write_page_checksum=True)  # a flipped byte is noticed
     return path
 
 
 def _check_file(path: Path) -> str | None:
     """Why the results file at `path` cannot be read as results, or None if it can."""
     try:
-        table = pq.read_table(path, schema=SCHEMA)
+        table = pq.read_table(path, schema=SCHEMA, page_checksum_verification=True)
     except Exception as err:  # noqa: BLE001 - truncated, foreign, unreadable: all untrusted
         text = re.sub(r"^Could not open Parquet input source '[^']*': ", "", str(err))
         text = text.splitlines()[0].split(". ")[0] if text else ""
