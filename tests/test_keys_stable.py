@@ -89,6 +89,18 @@ def cifar_n_sweep(folder: Path):
     )
 
 
+@pytest.fixture(autouse=True)
+def fp32_host(tmp_path, monkeypatch):
+    """Plan as on a CPU without native bf16: `precision: auto` resolves to fp32 there, as every
+    CPU sweep ran before precision existed (on a bf16 CPU the CPU sweeps' keys gain
+    `precision: bf16`, on purpose: tests/test_precision.py)."""
+    from ltsweep.sweep import precision
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    monkeypatch.setattr(precision, "CPUINFO", cpuinfo)
+
+
 def _pinned(name: str) -> dict[str, list[str]]:
     return json.loads((DATA / f"{name}_keys.json").read_text())
 

@@ -120,7 +120,20 @@ class ResourceSettings(Strict):
 class ExecutionSettings(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(
-        True, description="mixed precision and channels-last on CUDA (ignored on the CPU)"
+        True,
+        description="the older switch of mixed precision: false forces fp32 (precision auto "
+        "resolves to fp32; precision bf16 with amp false is an error)",
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="auto: bf16 autocast on CUDA and on a CPU with native bf16 (AVX512-BF16 / "
+        "AMX), else fp32 (ltsweep/sweep/precision.py); bf16 is in the unit keys",
+    )
+    memory_format: Literal["auto", "channels_last", "contiguous"] = Field(
+        "auto", description="auto: channels_last on CUDA and with bf16 on the CPU, else contiguous"
+    )
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile the training step's model; auto: off"
     )
     group_finetunes: bool = Field(
         True, description="train the fine-tunes of a pre-train together; false: one Tune trial each"
@@ -148,6 +161,12 @@ class ExecutionSettings(Strict):
         description="assumed sustained TFLOP/s of one GPU for `ltsweep plan`'s estimate "
         "(25: a conservative bf16 rate of an A100-class GPU on ResNet18)",
     )
+
+    @model_validator(mode="after")
+    def _check_precision(self) -> ExecutionSettings:
+        if self.precision == "bf16" and not self.amp:
+            raise ValueError("precision: bf16 contradicts amp: false (drop amp, or say fp32)")
+        return self
 
 
 def _noise_rate(x: float) -> float:

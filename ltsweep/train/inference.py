@@ -13,7 +13,7 @@ import torch
 
 from ltsweep.augment import Normalize
 from ltsweep.data.base import ImageSet
-from ltsweep.device import autocast, to_device
+from ltsweep.device import Speed, autocast, legacy_speed, to_device
 
 
 @torch.no_grad()
@@ -23,19 +23,23 @@ def forward_eval(
     index: np.ndarray,
     normalize: Normalize,
     device: torch.device,
-    amp: bool = False,
+    speed: Speed | bool = False,
     batch_size: int = 512,
     on_cpu: bool = True,
 ) -> torch.Tensor:
-    """`net` on the un-augmented `images[index]` in eval mode, float32, on the CPU if `on_cpu`."""
+    """`net` on the un-augmented `images[index]` in eval mode, float32, on the CPU if `on_cpu`.
+
+    `speed`: the precision and memory format of the forward (a bool: the older `amp` flag).
+    """
+    if isinstance(speed, bool):
+        speed = legacy_speed(device, speed)
     was_training = net.training
     net.eval()
     out = []
     for s in range(0, len(index), batch_size):
         x = normalize(to_device(images.images(index[s : s + batch_size]), device))
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp):
+        x = speed.input(x)
+        with autocast(device, speed):
             y = net(x).float()
         out.append(y.cpu() if on_cpu else y)
     net.train(was_training)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from ltsweep.sweep import precision
 from ltsweep.sweep.baseline_settings import SUPERVISED, BaselineSettings
 from ltsweep.sweep.schema import Resources, Sweep
 from ltsweep.units.base import (
@@ -116,6 +117,9 @@ def plan_baselines(sweep: Sweep) -> list[BaselineUnit]:
     budget = bs.budget()
     labels = label_file(sweep) if bs.methods else None
     identity = {"data": sweep.data.identity(), "backbone": sweep.backbone.model_dump()}
+    gpus = resources(sweep).gpu
+    identity |= precision.key_fields(sweep.execution, gpus)  # only when not the legacy one
+    execution = precision.resolve(sweep.execution, gpus)  # the worker runs what this says
     units: dict[str, BaselineUnit] = {}
     for method, gamma, data_seed, noise, seed in product(
         bs.methods, grid.gamma, grid.data_seeds, grid.noise, grid.seeds
@@ -129,7 +133,7 @@ def plan_baselines(sweep: Sweep) -> list[BaselineUnit]:
             key,
             dataset=sweep.data.dataset,
             epochs=bs.epochs,
-            settings=settings,
+            settings={**settings, "execution": execution},
             label_file=labels,
             **cell,
         )
@@ -171,7 +175,7 @@ def train_unit(ctx: RunContext, unit: BaselineUnit, train: TrainSet) -> Outcome:
     """Train `unit` on `train` with its method on the shared loop (a seam tests can spy on)."""
     # the worker's side: torch and the trainers load here, never when planning
     from ltsweep.data.cell import dataset_for
-    from ltsweep.device import pick_device
+    from ltsweep.device import Speed, pick_device
     from ltsweep.train.baselines.common import Backbone, Budget
     from ltsweep.train.baselines.dividemix import DivideMix, DivideMixParams
     from ltsweep.train.baselines.elr import ELR, ELRParams
@@ -202,7 +206,7 @@ def train_unit(ctx: RunContext, unit: BaselineUnit, train: TrainSet) -> Outcome:
         checkpoint_dir(ctx.cache_dir, unit.key),
         unit.seed,
         sweep.baselines.checkpoint_every,
-        sweep.execution.amp,
+        Speed.of(unit.settings.get("execution")),
     )
 
 

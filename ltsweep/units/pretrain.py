@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from ltsweep import __version__
 from ltsweep.store import cache
 from ltsweep.store.atomic import write_json
+from ltsweep.sweep import precision
 from ltsweep.sweep.schema import Resources, Sweep
 from ltsweep.units.base import RunContext, Unit, content_key
 
@@ -44,6 +45,8 @@ def plan_pretrains(sweep: Sweep) -> list[PretrainUnit]:
     grid = sweep.grid
     data_id = sweep.data.identity()
     backbone = sweep.backbone.model_dump()
+    gpus = sweep.resources.pretrain.gpu
+    execution = precision.resolve(sweep.execution, gpus)  # the worker runs what this says
     units: dict[str, PretrainUnit] = {}
     for method, gamma, data_seed in product(grid.ssl, grid.gamma, grid.data_seeds):
         ssl = sweep.ssl_settings(method)
@@ -57,12 +60,18 @@ def plan_pretrains(sweep: Sweep) -> list[PretrainUnit]:
                 "gamma": gamma,
                 "data_seed": data_seed,
                 "ssl": train_settings,
+                **precision.key_fields(sweep.execution, gpus),
             },
         )
         feature_epochs = tuple(
             sorted({e for e in (grid.pretrain_epochs or [ssl.epochs]) if e <= ssl.epochs})
         )
-        settings = {"data": data_id, "backbone": backbone, "ssl": train_settings}
+        settings = {
+            "data": data_id,
+            "backbone": backbone,
+            "ssl": train_settings,
+            "execution": execution,
+        }
         units.setdefault(
             key,
             PretrainUnit(
@@ -98,7 +107,7 @@ def run_pretrain(ctx: RunContext, unit: PretrainUnit) -> dict[str, Any]:
     import torch
 
     from ltsweep.data.cell import dataset_for, training_subset
-    from ltsweep.device import pick_device
+    from ltsweep.device import Speed, pick_device
     from ltsweep.models.resnet import build_encoder
     from ltsweep.train.selfsup.base import build_method
     from ltsweep.train.selfsup.features import snapshot_features
@@ -106,6 +115,7 @@ def run_pretrain(ctx: RunContext, unit: PretrainUnit) -> dict[str, Any]:
 
     sweep, ex = ctx.sweep, ctx.sweep.execution
     device = pick_device(ex.device)
+    speed = Speed.of(unit.settings.get("execution"))
     data = dataset_for(sweep)
     index = training_subset(data, unit.gamma, unit.data_seed)
     settings = sweep.ssl_settings(unit.method)
@@ -113,7 +123,9 @@ def run_pretrain(ctx: RunContext, unit: PretrainUnit) -> dict[str, Any]:
     encoder = build_encoder(sweep.backbone.arch, sweep.backbone.width, data.stem)
     method = build_method(unit.method, encoder, settings)
     folder = cache.pretrain_dir(ctx.cache_dir, unit.key)
-    batches = Batches(data.train, index, data.test, data.num_classes, data.mean, data.std)
+    batches = Batches(
+        data.train, index, data.test, data.num_classes, data.mean, data.std, data.image_size
+    )
     t0 = time.perf_counter()
     if not cache.pretrain_done(ctx.cache_dir, unit.key):
         state = pretrain(
@@ -123,7 +135,7 @@ def run_pretrain(ctx: RunContext, unit: PretrainUnit) -> dict[str, Any]:
             device,
             folder,
             seed=unit.data_seed,
-            amp=ex.amp,
+            speed=speed,
             keep_epochs=unit.feature_epochs,
         )
         write_json(
@@ -136,6 +148,7 @@ def run_pretrain(ctx: RunContext, unit: PretrainUnit) -> dict[str, Any]:
                 "knn_history": state.knn_history,
                 "loss_history": state.loss_history,
                 "seconds": state.seconds,
+                "precision": speed.precision,  # what the worker ran (the key says it too)
                 "n_train": len(index),
                 "version": __version__,
             },
@@ -144,7 +157,7 @@ def run_pretrain(ctx: RunContext, unit: PretrainUnit) -> dict[str, Any]:
     for epoch in unit.feature_epochs:
         if not cache.features_ready(ctx.cache_dir, unit.key, epoch):
             tensors = snapshot_features(
-                method, folder, epoch, data, index, settings, device, ex.amp, ex.feature_dtype
+                method, folder, epoch, data, index, settings, device, speed, ex.feature_dtype
             )
             cache.save_features(ctx.cache_dir, unit.key, epoch, tensors)
     return {"seconds": time.perf_counter() - t0, "epochs": meta["epochs"]}

@@ -23,7 +23,7 @@ from torch import nn
 
 from ltsweep.augment import Normalize
 from ltsweep.data.base import ImageSet
-from ltsweep.device import to_device
+from ltsweep.device import Speed, legacy_speed, to_device
 from ltsweep.models.resnet import build_encoder
 from ltsweep.store.cache import load_checkpoint as load_cache_checkpoint
 from ltsweep.store.cache import save_checkpoint as save_cache_checkpoint
@@ -117,16 +117,21 @@ class Classifier(nn.Module):
 
 
 def build_networks(
-    backbone: Backbone, num_classes: int, seed: int, count: int, device: torch.device
+    backbone: Backbone,
+    num_classes: int,
+    seed: int,
+    count: int,
+    device: torch.device,
+    speed: Speed | None = None,
 ) -> list[Classifier]:
     """`count` networks initialised one after the other from `seed`, leaving the global RNG as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         nets = [Classifier(backbone, num_classes) for _ in range(count)]
+    speed = speed or legacy_speed(device, True)
     for net in nets:
         net.to(device)
-        if device.type == "cuda":
-            net.to(memory_format=torch.channels_last)
+        speed.compile_module(speed.model(net))
     return nets
 
 
@@ -160,9 +165,15 @@ class Views:
     """Reads training images by subset position and turns them into normalised (augmented) inputs."""
 
     def __init__(
-        self, train: TrainSet, budget: Budget, device: torch.device, aug_gen: torch.Generator
+        self,
+        train: TrainSet,
+        budget: Budget,
+        device: torch.device,
+        aug_gen: torch.Generator,
+        speed: Speed | None = None,
     ) -> None:
         self.train, self.budget, self.device, self.gen = train, budget, device, aug_gen
+        self.speed = speed or legacy_speed(device, True)
         self.normalize = Normalize(train.mean, train.std, device)
 
     def raw(self, positions: np.ndarray) -> torch.Tensor:
@@ -171,9 +182,7 @@ class Views:
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         out = self.normalize(crop_flip(x, self.budget.crop_padding, self.budget.flip_p, self.gen))
-        if self.device.type == "cuda":
-            out = out.contiguous(memory_format=torch.channels_last)
-        return out
+        return self.speed.input(out)
 
     def plain(self, positions: np.ndarray) -> torch.Tensor:
         return self.normalize(self.raw(positions))

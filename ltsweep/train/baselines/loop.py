@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ltsweep.augment import Normalize
 from ltsweep.data.base import ImageSet
-from ltsweep.device import autocast
+from ltsweep.device import Speed, autocast, legacy_speed
 from ltsweep.train.baselines.common import (
     CHECKPOINT,
     Backbone,
@@ -63,7 +63,7 @@ class Training:
     gens: dict[str, torch.Generator]  # order_gen, aug_gen and the method's own
     budget: Budget
     device: torch.device
-    amp: bool
+    amp: Speed  # the step's precision and memory format (named for the older `amp` flag)
     seed: int
 
     @functools.cached_property
@@ -170,24 +170,27 @@ def fit(
     checkpoint_dir: Path,
     seed: int,
     checkpoint_every: int = 10,
-    amp: bool = False,
+    amp: bool | Speed = False,
     on_epoch: Callable[[int], None] | None = None,
 ) -> Outcome:
     """Train `method` on `train` for budget.epochs, resuming from checkpoint_dir/last.pt.
 
     Networks are initialised from `seed`; the data order draws from a generator seeded with
     `seed`, the augmentation from one seeded with `seed + 1`. `on_epoch(epoch)` runs after
-    each epoch's checkpoint (tests use it to interrupt a run).
+    each epoch's checkpoint (tests use it to interrupt a run). `amp`: a `Speed` (precision,
+    memory format, compile, for every forward and backward), or the older flag (bf16 and
+    channels-last on CUDA only).
     """
-    nets = build_networks(backbone, train.num_classes, seed, method.networks, device)
+    speed = amp if isinstance(amp, Speed) else legacy_speed(device, amp)
+    nets = build_networks(backbone, train.num_classes, seed, method.networks, device, speed)
     gens = {
         "order_gen": torch.Generator().manual_seed(seed),
         "aug_gen": torch.Generator(device=device).manual_seed(seed + 1),
         **method.generators(seed),
     }
-    views = Views(train, budget, device, gens["aug_gen"])
+    views = Views(train, budget, device, gens["aug_gen"], speed)
     opts = [make_optimizer(net, budget) for net in nets]
-    t = Training(train, nets, opts, views, gens, budget, device, amp, seed)
+    t = Training(train, nets, opts, views, gens, budget, device, speed, seed)
     method.start(t)
     ckpt = Path(checkpoint_dir) / CHECKPOINT
     epoch, seconds, history = 0, 0.0, []

@@ -15,6 +15,7 @@ import torch
 
 from ltsweep.augment import Normalize
 from ltsweep.data.base import Dataset
+from ltsweep.device import Speed
 from ltsweep.knn import knn_accuracy
 from ltsweep.sweep.ssl_settings import SSLSettings
 from ltsweep.train.inference import forward_eval
@@ -29,7 +30,7 @@ def snapshot_features(
     index: np.ndarray,
     settings: SSLSettings,
     device: torch.device,
-    amp: bool,
+    speed: Speed | bool,
     dtype: str,
 ) -> dict[str, torch.Tensor]:
     """The tensors of the feature file of pre-train epoch `epoch` (snapshots read from `folder`)."""
@@ -43,8 +44,8 @@ def snapshot_features(
         )
     normalize = Normalize(data.mean, data.std, device)
     test_index = np.arange(len(data.test))
-    train_f = forward_eval(method.encoder, data.train, index, normalize, device, amp)
-    test_f = forward_eval(method.encoder, data.test, test_index, normalize, device, amp)
+    train_f = forward_eval(method.encoder, data.train, index, normalize, device, speed)
+    test_f = forward_eval(method.encoder, data.test, test_index, normalize, device, speed)
     train_labels = torch.as_tensor(data.train.labels[index])
     test_labels = torch.as_tensor(data.test.labels)
     knn = knn_accuracy(

@@ -21,7 +21,7 @@ import torch
 
 from ltsweep.augment import Normalize, two_views
 from ltsweep.data.base import ImageSet
-from ltsweep.device import autocast, to_device
+from ltsweep.device import Speed, autocast, legacy_speed, to_device
 from ltsweep.knn import knn_accuracy
 from ltsweep.store.atomic import atomic_path
 from ltsweep.store.cache import load_checkpoint, save_checkpoint
@@ -62,6 +62,7 @@ class Batches:
     num_classes: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    image_size: int | None = None  # the views' side; None: the images' own
 
 
 @dataclass
@@ -79,11 +80,13 @@ def monitor(
     normalize: Normalize,
     device: torch.device,
     settings: SSLSettings,
-    amp: bool,
+    amp: Speed | bool,
 ) -> float:
-    bank = forward_eval(method.encoder, data.train, data.index, normalize, device, amp).to(device)
+    """kNN accuracy of the encoder's features; `amp`: a `Speed`, or the older flag."""
+    bank = forward_eval(method.encoder, data.train, data.index, normalize, device, amp)
     test_index = np.arange(len(data.test))
-    query = forward_eval(method.encoder, data.test, test_index, normalize, device, amp).to(device)
+    query = forward_eval(method.encoder, data.test, test_index, normalize, device, amp)
+    bank, query = bank.to(device), query.to(device)
     bank_labels = torch.as_tensor(data.train.labels[data.index], device=device)
     query_labels = torch.as_tensor(data.test.labels, device=device)
     return knn_accuracy(
@@ -172,14 +175,19 @@ def pretrain(
     amp: bool = True,
     keep_epochs: tuple[int, ...] = (),
     on_epoch: Callable[[PretrainState], None] | None = None,
+    speed: Speed | None = None,
 ) -> PretrainState:
     """Train `method` for settings.epochs, resuming from `checkpoint_dir/last.pt` if present.
 
     Snapshots of the encoder and projector are kept at every checkpoint and at `keep_epochs`.
+    `speed` (precision, memory format, compile) applies to the whole step and the kNN
+    monitor; without it, the older `amp` flag decides (bf16 + channels-last on CUDA only).
     """
+    if speed is None:
+        speed = legacy_speed(device, amp)
     method.to(device)
-    if device.type == "cuda":
-        method.to(memory_format=torch.channels_last)
+    speed.model(method)
+    loss_fn = speed.compiled(method.loss)
     opt = make_optimizer(method.parameters(), settings)
     order_gen = torch.Generator().manual_seed(seed)
     aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
@@ -203,17 +211,16 @@ def pretrain(
         epoch_loss = torch.zeros((), device=device)
         for b in range(steps_per_epoch):
             idx = data.index[perm[b * batch : (b + 1) * batch]]
-            x = to_device(data.train.images(idx), device)
-            v1, v2 = two_views(x, settings.augment, aug_gen)
-            v1, v2 = normalize(v1), normalize(v2)
-            if device.type == "cuda":
-                v1 = v1.contiguous(memory_format=torch.channels_last)
-                v2 = v2.contiguous(memory_format=torch.channels_last)
+            # Clothing1M: views are cropped from a larger image than the test crop (#16)
+            source = getattr(data.train, "view_images", data.train.images)
+            x = to_device(source(idx), device)
+            v1, v2 = two_views(x, settings.augment, aug_gen, out_size=data.image_size)
+            v1, v2 = speed.input(normalize(v1)), speed.input(normalize(v2))
             lr = learning_rate(state.step, total, warmup, settings.lr(), settings.schedule)
             for g in opt.param_groups:
                 g["lr"] = lr
-            with autocast(device, amp):
-                loss = method.loss(v1, v2)
+            with autocast(device, speed):
+                loss = loss_fn(v1, v2)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -229,7 +236,7 @@ def pretrain(
             )
         if state.epoch % settings.knn_every == 0 or state.epoch == settings.epochs:
             state.knn_history.append(
-                (state.epoch, monitor(method, data, normalize, device, settings, amp))
+                (state.epoch, monitor(method, data, normalize, device, settings, speed))
             )
             method.train()
         state.seconds += time.perf_counter() - t0
