@@ -1,11 +1,16 @@
 """SimCLR-style views computed batched on the model's device.
 
 Random resized crop and horizontal flip are one affine warp per image (`affine_grid` +
-`grid_sample`), colour jitter and grayscale are per-image tensor arithmetic: a whole batch
+`grid_sample`), colour jitter, grayscale and solarisation are per-image tensor arithmetic,
+Gaussian blur is one separable grouped convolution with a per-image sigma: a whole batch
 is augmented in a handful of kernels, so a GPU worker is never starved by CPU-side PIL work.
 All randomness comes from an explicit `torch.Generator`, whose state a checkpoint saves.
 Jitter is applied in a fixed order (brightness, contrast, saturation, hue) rather than
-torchvision's random order; hue is a rotation of the chroma plane in YIQ space.
+torchvision's random order; hue is a rotation of the chroma plane in YIQ space. The order
+of the operations is solo-learn's: crop (+ flip), jitter, grayscale, blur, solarisation.
+Each method's recipe is its settings' `augment` default (`ltsweep.sweep.ssl_settings`); the
+two views may differ (BYOL's and Barlow Twins' asymmetric solarisation and blur). An
+operation whose probability is 0 draws nothing from the generator.
 """
 
 from __future__ import annotations
@@ -28,8 +33,14 @@ def _uniform(
 
 
 def random_resized_crop_flip(
-    x: torch.Tensor, scale_min: float, flip_p: float, gen: torch.Generator
+    x: torch.Tensor,
+    scale_min: float,
+    flip_p: float,
+    gen: torch.Generator,
+    out_size: int | None = None,
 ) -> torch.Tensor:
+    """A random crop (area scale_min..1 of the input, aspect 3/4..4/3) resized to `out_size`
+    (default: the input's size), flipped horizontally with probability `flip_p`."""
     n, dev = x.shape[0], x.device
     area = _uniform(n, scale_min, 1.0, gen, dev)
     log_ratio = _uniform(n, math.log(3 / 4), math.log(4 / 3), gen, dev)
@@ -44,7 +55,8 @@ def random_resized_crop_flip(
     theta[:, 0, 2] = cx
     theta[:, 1, 1] = h
     theta[:, 1, 2] = cy
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    shape = list(x.shape) if out_size is None else [n, x.shape[1], out_size, out_size]
+    grid = F.affine_grid(theta, shape, align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
@@ -78,6 +90,41 @@ def random_grayscale(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.T
     return torch.where(apply, _gray(x).expand_as(x), x)
 
 
+def solarize(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """With probability p per image, invert the pixels >= 128 / 255 (PIL's ImageOps.solarize)."""
+    if p <= 0:
+        return x
+    n = x.shape[0]
+    apply = (torch.rand(n, generator=gen, device=x.device) < p).view(n, 1, 1, 1)
+    return torch.where(apply & (x >= 128 / 255), 1 - x, x)
+
+
+def blur_kernel_size(size: int) -> int:
+    """An odd kernel of about 10 % of the image side (23 at 224, as SimCLR's and BYOL's)."""
+    k = max(3, int(round(0.1 * size)))
+    return k if k % 2 else k + 1
+
+
+def gaussian_blur(
+    x: torch.Tensor, p: float, sigma: tuple[float, float], gen: torch.Generator
+) -> torch.Tensor:
+    """With probability p per image, a Gaussian blur of sigma ~ U(sigma) pixels (reflect padding)."""
+    if p <= 0:
+        return x
+    n, c, h, w = x.shape
+    dev = x.device
+    apply = (torch.rand(n, generator=gen, device=dev) < p).view(n, 1, 1, 1)
+    sig = _uniform(n, sigma[0], sigma[1], gen, dev)
+    k = blur_kernel_size(min(h, w))
+    r = torch.arange(k, device=dev, dtype=x.dtype) - (k - 1) / 2
+    kern = torch.exp(-(r[None] ** 2) / (2 * sig[:, None].to(x.dtype) ** 2))
+    kern = (kern / kern.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (n*c, k)
+    y = F.pad(x.reshape(1, n * c, h, w), (k // 2, k // 2, k // 2, k // 2), mode="reflect")
+    y = F.conv2d(y, kern.view(n * c, 1, k, 1), groups=n * c)
+    y = F.conv2d(y, kern.view(n * c, 1, 1, k), groups=n * c).view(n, c, h, w)
+    return torch.where(apply, y, x)
+
+
 class Normalize:
     """uint8 NCHW -> float NCHW standardised with the data set's mean and std."""
 
@@ -94,14 +141,30 @@ class Normalize:
 
 
 def two_views(
-    images: torch.Tensor, settings: AugmentSettings, gen: torch.Generator
+    images: torch.Tensor,
+    settings: AugmentSettings,
+    gen: torch.Generator,
+    out_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two independently augmented views in [0, 1] of a uint8 batch (already on the device)."""
+    """Two independently augmented views in [0, 1] of a uint8 batch (already on the device).
+
+    `out_size`: the views' side (default: the input's); Clothing1M crops 224-pixel views out
+    of 256-pixel images.
+    """
     x = images.float().div_(255)
-    return view(x, settings, gen), view(x, settings, gen)
+    return view(x, settings, gen, 0, out_size), view(x, settings, gen, 1, out_size)
 
 
-def view(x: torch.Tensor, s: AugmentSettings, gen: torch.Generator) -> torch.Tensor:
-    x = random_resized_crop_flip(x, s.crop_scale_min, s.flip_p, gen)
+def view(
+    x: torch.Tensor,
+    s: AugmentSettings,
+    gen: torch.Generator,
+    which: int = 0,
+    out_size: int | None = None,
+) -> torch.Tensor:
+    """View `which` (0 or 1: the recipe's per-view solarisation and blur) of a float batch."""
+    x = random_resized_crop_flip(x, s.crop_scale_min, s.flip_p, gen, out_size)
     x = color_jitter(x, s, gen)
-    return random_grayscale(x, s.grayscale_p, gen)
+    x = random_grayscale(x, s.grayscale_p, gen)
+    x = gaussian_blur(x, s.blur_p_at(x.shape[-1])[which], s.blur_sigma, gen)
+    return solarize(x, s.solarize_p[which], gen)

@@ -42,8 +42,11 @@ def resize_for(size: int) -> int:
     return max(size, round(size * 256 / 224))
 
 
-def decode_image(path: str, size: int, draft: bool = True) -> np.ndarray:
-    """Decode one file as uint8 (3, size, size): shorter side to resize_for(size), center crop.
+def decode_image(path: str, size: int, draft: bool = True, crop: int | None = None) -> np.ndarray:
+    """Decode one file as uint8 (3, c, c): shorter side to resize_for(size), center crop c.
+
+    c = `crop`, default `size` (224 of 256: the test images). The SSL views are cropped from
+    c = resize_for(size) instead (`FileImageSet.view_images`).
 
     Follows torchvision's Resize (bilinear) + CenterCrop arithmetic exactly when `draft` is
     false. With `draft`, libjpeg decodes large JPEGs at 1/2, 1/4 or 1/8 scale (never below the
@@ -52,6 +55,7 @@ def decode_image(path: str, size: int, draft: bool = True) -> np.ndarray:
     unaffected.
     """
     short = resize_for(size)
+    out = size if crop is None else crop
     try:
         with Image.open(path) as im:
             if draft:
@@ -64,9 +68,9 @@ def decode_image(path: str, size: int, draft: bool = True) -> np.ndarray:
                 ow, oh = int(short * w / h), short
             if (ow, oh) != (w, h):
                 im = im.resize((ow, oh), Image.Resampling.BILINEAR)
-            top = int(round((oh - size) / 2.0))
-            left = int(round((ow - size) / 2.0))
-            im = im.crop((left, top, left + size, top + size))
+            top = int(round((oh - out) / 2.0))
+            left = int(round((ow - out) / 2.0))
+            im = im.crop((left, top, left + out, top + out))
             array = np.asarray(im, dtype=np.uint8)
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # missing/unreadable/truncated
         raise DataError(f"clothing1m: cannot decode {path}: {e}") from e
@@ -117,18 +121,31 @@ class FileImageSet:
     def _decode(self, path: str) -> np.ndarray:
         return decode_image(path, self.size, self.draft)
 
+    def _decode_view_source(self, path: str) -> np.ndarray:
+        return decode_image(path, self.size, self.draft, crop=resize_for(self.size))
+
     def images(self, index: np.ndarray) -> torch.Tensor:
+        return self._batch(index, self.size, self._decode)
+
+    def view_images(self, index: np.ndarray) -> torch.Tensor:
+        """What the SSL views are cropped from: the 256 x 256 centre square of the image
+        resized to a shorter side of 256 (for 224 views), i.e. the whole of its shorter side,
+        not the 224 test crop. The ImageNet recipes crop from the full image; a batch needs
+        one shape, so the longer side's margins stay out."""
+        return self._batch(index, resize_for(self.size), self._decode_view_source)
+
+    def _batch(self, index: np.ndarray, side: int, decode) -> torch.Tensor:
         index = np.asarray(index, dtype=np.int64).reshape(-1)
-        out = np.empty((len(index), 3, self.size, self.size), dtype=np.uint8)
+        out = np.empty((len(index), 3, side, side), dtype=np.uint8)
         if len(index) == 0:
             return torch.from_numpy(out)
         paths = [self.path(i) for i in index]
         if len(paths) == 1 or self.workers == 1:
-            arrays = [self._decode(p) for p in paths]
+            arrays = [decode(p) for p in paths]
         else:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="clothing1m")
-            arrays = list(self._pool.map(self._decode, paths))
+            arrays = list(self._pool.map(decode, paths))
         for k, a in enumerate(arrays):
             out[k] = a
         return torch.from_numpy(out)

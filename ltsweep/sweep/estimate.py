@@ -133,7 +133,8 @@ class Costs:
 def ssl_flops(method: str, settings: Any, costs: Costs) -> tuple[int, int]:
     """(FLOPs of the trained forwards, of the forwards without backward) per image, both views."""
     d = costs.feat_dim
-    projector = 2 * mlp_macs([d, settings.proj_hidden, settings.proj_dim])
+    layers = getattr(settings, "proj_layers", 2)  # Barlow Twins: 3 FC (BarlowTwinsSettings)
+    projector = 2 * mlp_macs([d, *[settings.proj_hidden] * (layers - 1), settings.proj_dim])
     predictor = 0
     if method in ("simsiam", "byol"):
         predictor = 2 * mlp_macs([settings.proj_dim, settings.pred_hidden, settings.proj_dim])

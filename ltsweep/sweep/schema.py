@@ -303,6 +303,23 @@ class Sweep(Strict):
         return self
 
     @model_validator(mode="after")
+    def _check_baselines_dataset(self) -> Sweep:
+        """Clothing1M baselines are refused: they would run with CIFAR settings (#16).
+
+        The references train Clothing1M from ImageNet weights with their own recipe
+        (DivideMix's Train_clothing1M.py: ResNet-50, lr 0.002, wd 1e-3, alpha 0.5, a
+        negative-entropy penalty in warm-up, 1,000 class-balanced batches an epoch; ELR+'s
+        config_clothing1m.json likewise), and ImageNet weights cannot be downloaded here.
+        """
+        if self.data.dataset == "clothing1m" and self.baselines.methods:
+            raise ValueError(
+                "baselines.methods: single-stage baselines are not supported on clothing1m "
+                "(they would train from scratch with CIFAR settings; the references' Clothing1M "
+                "recipes start from ImageNet weights); remove them"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_noise_type(self) -> Sweep:
         labels, noise_type = self.data.noisy_labels, self.grid.noise_type
         if noise_type == "symmetric":

@@ -6,7 +6,7 @@ sweep file under `ssl.<method>`. Kept free of torch so that validating a sweep i
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -31,10 +31,27 @@ class FinetuneSettings(Strict):
     last_layer_lr: float = Field(0.01, gt=0)
 
 
-class AugmentSettings(Strict):
-    """SimCLR-style two views; blur is off at 32x32 as in the paper."""
+Probability = Annotated[float, Field(ge=0, le=1)]
 
-    crop_scale_min: float = Field(0.2, gt=0, le=1)
+
+class AugmentSettings(Strict):
+    """SimCLR-style two views (PROTOCOL.md, Backbone and self-supervised pre-training:
+    "random resized crop, horizontal flip, colour jitter, grayscale; blur off for 32x32").
+
+    The paper says only "SimCLR-style"; each method's default is its best-known CIFAR recipe,
+    solo-learn's (vturrisi/solo-learn, scripts/pretrain/cifar/<method>.yaml and
+    augmentations/*.yaml), whose ResNet18 linear-probe figures are PROTOCOL.md's reference
+    accuracies. These defaults are SimSiam's (`symmetric_weak.yaml`): crop scale from 0.08,
+    jitter 0.4 / 0.4 / 0.4 / 0.1 with p 0.8, grayscale 0.2, no solarisation. Per method see
+    SimCLRSettings, BYOLSettings, BarlowTwinsSettings.
+
+    Blur: solo-learn's CIFAR recipes blur with p 0.5 (SimSiam, SimCLR) or never (BYOL,
+    Barlow); PROTOCOL.md says blur off for 32x32, which wins: blur applies only to images of
+    at least `blur_min_size` pixels, with `blur_p` = the method's ImageNet recipe (Clothing1M,
+    224: SimSiam and SimCLR 0.5 / 0.5, BYOL and Barlow Twins 1.0 / 0.1), sigma 0.1-2.0.
+    """
+
+    crop_scale_min: float = Field(0.08, gt=0, le=1)
     flip_p: float = Field(0.5, ge=0, le=1)
     jitter_p: float = Field(0.8, ge=0, le=1)
     brightness: float = Field(0.4, ge=0)
@@ -42,6 +59,30 @@ class AugmentSettings(Strict):
     saturation: float = Field(0.4, ge=0)
     hue: float = Field(0.1, ge=0, le=0.5)
     grayscale_p: float = Field(0.2, ge=0, le=1)
+    solarize_p: tuple[Probability, Probability] = Field(
+        (0.0, 0.0), description="solarisation probability of the first and the second view"
+    )
+    blur_p: tuple[Probability, Probability] = Field(
+        (0.5, 0.5),
+        description="Gaussian blur probability of the first and the second view, for images "
+        "of at least blur_min_size pixels",
+    )
+    blur_min_size: int = Field(
+        64, ge=1, description="no blur below this image side (PROTOCOL.md: off at 32x32)"
+    )
+    blur_sigma: tuple[float, float] = Field((0.1, 2.0), description="sigma range, in pixels")
+
+    def blur_p_at(self, size: int) -> tuple[float, float]:
+        """The views' blur probabilities for images of side `size`."""
+        return self.blur_p if size >= self.blur_min_size else (0.0, 0.0)
+
+
+#: solo-learn's CIFAR augmentations/asymmetric.yaml (BYOL, Barlow Twins): saturation 0.2,
+#: solarisation 0 / 0.2; their ImageNet recipes blur 1.0 / 0.1
+ASYMMETRIC = AugmentSettings(saturation=0.2, solarize_p=(0.0, 0.2), blur_p=(1.0, 0.1))
+#: solo-learn's CIFAR augmentations/symmetric.yaml (SimCLR): jitter strength 1 x (0.8, 0.8,
+#: 0.8, 0.2) with p 0.8, i.e. brightness / contrast / saturation 0.8, hue 0.2
+SIMCLR_AUGMENT = AugmentSettings(brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2)
 
 
 class SSLSettings(Strict):
@@ -70,10 +111,21 @@ class SSLSettings(Strict):
 
 
 class SimSiamSettings(SSLSettings):
+    """SimSiam with the paper's 2-FC projection (PROTOCOL.md: "projection with 2 FC layers").
+
+    `proj_last_bn_affine`: the projection ends in a BatchNorm WITHOUT affine parameters, as in
+    SimSiam's reference code (facebookresearch/simsiam, builder.py: BatchNorm1d(dim,
+    affine=False)), solo-learn (solo/methods/simsiam.py) and lightly. The paper gives only the
+    widths and the number of FC layers, so the layer types follow the reference code.
+    """
+
     optimizer: Literal["sgd", "adam"] = "sgd"
     base_lr: float = Field(0.03, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
     pred_hidden: int = Field(512, ge=1)
+    proj_last_bn_affine: bool = Field(
+        False, description="affine output BatchNorm of the projection (reference: no)"
+    )
     finetune: FinetuneSettings = FinetuneSettings(last_layer_above=0.6)
 
 
@@ -86,6 +138,7 @@ class SimCLRSettings(SSLSettings):
     schedule: Literal["cosine", "constant"] = "constant"
     temperature: float = Field(0.5, gt=0)
     proj_dim: int = Field(128, ge=1)
+    augment: AugmentSettings = SIMCLR_AUGMENT
     finetune: FinetuneSettings = FinetuneSettings(
         head="linear", lr=1e-3, weight_decay=1e-6, epochs=25, last_layer_above=None
     )
@@ -100,13 +153,26 @@ class BYOLSettings(SSLSettings):
     ema_start: float = Field(
         0.99, ge=0, le=1, description="target momentum, raised to 1 by a cosine"
     )
+    augment: AugmentSettings = ASYMMETRIC
     finetune: FinetuneSettings = FinetuneSettings(last_layer_above=0.4)
 
 
 class BarlowTwinsSettings(SSLSettings):
+    """Barlow Twins with the paper's 2048-wide projection (PROTOCOL.md: "projection hidden and
+    output 2048").
+
+    `proj_layers`: 3 FC layers (Linear-BN-ReLU, Linear-BN-ReLU, Linear), as in the original
+    (facebookresearch/barlowtwins: 8192-8192-8192) and solo-learn (solo/methods/
+    barlow_twins.py, CIFAR: 2048-2048-2048). The paper changes only the widths ("the size of
+    the projection head's hidden and output layers"); where it drops a layer it says so
+    (SimSiam's "2 FC" instead of 3), and it says nothing of the kind for Barlow Twins.
+    """
+
     base_lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
     lambda_offdiag: float = Field(0.005, ge=0)
+    proj_layers: int = Field(3, ge=2, description="FC layers of the projection (original: 3)")
+    augment: AugmentSettings = ASYMMETRIC
     finetune: FinetuneSettings = FinetuneSettings(last_layer_above=0.2)
 
 

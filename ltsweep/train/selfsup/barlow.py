@@ -1,7 +1,8 @@
 """Barlow Twins (Zbontar et al., 2021) with the paper's 2048-2048 projection head.
 
-Projection: Linear-BN-ReLU-Linear (proj_hidden -> proj_dim, both 2048 by default; the paper
-finds this better than the original 8192s); loss: the redundancy-reduction objective on
+Projection: Linear-BN-ReLU-Linear-BN-ReLU-Linear (proj_layers 3, as the original and
+solo-learn; widths proj_hidden -> proj_dim, both 2048 by default: the paper finds this better
+than the original 8192s; see BarlowTwinsSettings); loss: the redundancy-reduction objective on
 the cross-correlation of the batch-standardised embeddings of the two views, with
 lambda_offdiag = 0.005.
 """
@@ -45,7 +46,8 @@ class BarlowTwins(SSLMethod):
     def __init__(self, encoder: torch.nn.Module, settings: BarlowTwinsSettings) -> None:
         super().__init__(encoder, settings)
         d = encoder.feat_dim
-        self.projector = mlp([d, settings.proj_hidden, settings.proj_dim])
+        hidden = [settings.proj_hidden] * (settings.proj_layers - 1)
+        self.projector = mlp([d, *hidden, settings.proj_dim])  # 3 FC by default: the original
         self.lambda_offdiag = settings.lambda_offdiag
 
     def loss(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:

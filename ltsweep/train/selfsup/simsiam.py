@@ -1,6 +1,7 @@
 """SimSiam (Chen & He, 2021) with the paper's 2-FC projection head.
 
-Projection: Linear-BN-ReLU-Linear-BN (the paper drops SimSiam's third FC); predictor:
+Projection: Linear-BN-ReLU-Linear-BN, the last BN without affine parameters as in SimSiam's
+code (the paper drops SimSiam's third FC; see SimSiamSettings); predictor:
 Linear-BN-ReLU-Linear (2048-512-2048 by default); loss: symmetrised negative cosine
 similarity with a stop-gradient on the target branch.
 """
@@ -24,7 +25,11 @@ class SimSiam(SSLMethod):
     def __init__(self, encoder: torch.nn.Module, settings: SimSiamSettings) -> None:
         super().__init__(encoder, settings)
         d = encoder.feat_dim
-        self.projector = mlp([d, settings.proj_hidden, settings.proj_dim], last_bn=True)
+        self.projector = mlp(
+            [d, settings.proj_hidden, settings.proj_dim],
+            last_bn=True,
+            last_bn_affine=settings.proj_last_bn_affine,  # reference code: affine=False
+        )
         self.predictor = mlp([settings.proj_dim, settings.pred_hidden, settings.proj_dim])
 
     def loss(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
