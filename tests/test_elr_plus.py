@@ -188,3 +188,27 @@ def test_elr_plus_resumes_bit_identically(digits, tmp_path):
             assert torch.equal(v, b["ema"][i][k]), k
         # the weight average differs from its network (it is an average, not a copy)
         assert not torch.equal(a["ema"][i]["fc.weight"], a["models"][i]["fc.weight"])
+
+
+def test_elr_plus_unit_runs_and_writes_its_row(tmp_path):
+    """The unit's path: plan -> method_params -> ELRPlusParams -> fit -> one result row."""
+    from ltsweep.store.results import load_results
+    from ltsweep.units.base import RunContext
+    from ltsweep.units.baseline import run_baseline
+
+    sweep = parse_sweep(
+        {
+            "name": "ep",
+            "data": {"dataset": "digits", "image_size": 16},
+            "backbone": {"width": 4},
+            "grid": {"gamma": [1], "noise": [0.2]},
+            "baselines": {"methods": ["elr+"], "epochs": 1, "batch_size": 128},
+            "execution": {"device": "cpu"},
+        }
+    )
+    (unit,) = plan_baselines(sweep)
+    ctx = RunContext(sweep, tmp_path / "run", tmp_path / "cache")
+    row = run_baseline(ctx, unit)
+    assert row["method"] == "elr+" and row["loss"] == "elr+" and 0 <= row["acc"] <= 1
+    assert (ctx.cache_dir / "baseline" / unit.key / "last.pt").is_file()
+    assert list(load_results(ctx.run_dir)["method"]) == ["elr+"]

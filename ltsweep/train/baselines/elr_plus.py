@@ -141,6 +141,14 @@ class ELRPlus(Method):
             ema.train()
             for p in ema.parameters():
                 p.requires_grad_(False)
+            # a copy of an `nn.Module.compile`d network would call its original's forward:
+            # drop the copied compiled call and compile the copy itself (when asked)
+            for m in ema.modules():
+                if getattr(m, "_compiled_call_impl", None) is not None:
+                    m._compiled_call_impl = None
+            compile_module = getattr(t.amp, "compile_module", None)
+            if compile_module is not None:
+                compile_module(ema)
         self.hist = torch.zeros(2, len(t.train), t.train.num_classes, device=t.device)
 
     def epoch_lr(self, budget: Budget, epoch: int) -> float:
