@@ -31,6 +31,8 @@ from ltsweep.sweep.cluster_profile import load_profile
 from ltsweep.sweep.schema import SpecError, Sweep, load_sweep, parse_sweep
 
 EXIT_USAGE = 2
+#: how long `run --address` waits for the Ray cluster to answer before giving up
+ADDRESS_TIMEOUT_S = 45.0
 
 
 def _run_dir(sweep: Sweep, given: str | None) -> Path:
@@ -74,6 +76,29 @@ def _check_address(address: str) -> None:
         raise SpecError(
             f"--address: no Ray cluster answers at {host}:{port} ({err.strerror or err})"
         ) from None
+    # something listens: is it a Ray cluster? ray.init would wait for it without end, so a
+    # child process asks, and is killed after ADDRESS_TIMEOUT_S
+    probe = (
+        "import logging, ray, sys\n"
+        f"ray.init(address={address!r}, logging_level=logging.ERROR, log_to_driver=False)\n"
+        "print(ray.cluster_resources().get('CPU', 0))\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            timeout=ADDRESS_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise SpecError(
+            f"--address: {address} answers but is no Ray cluster that ltsweep could join within "
+            f"{ADDRESS_TIMEOUT_S:.0f} s"
+        ) from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise SpecError(f"--address: cannot join the Ray cluster at {address}: {one_line(last, 200)}")
 
 
 def _check_gpu(sweep: Sweep, source: str) -> None:
