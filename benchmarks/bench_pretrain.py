@@ -14,23 +14,41 @@ load changes during the run slows both alike; warm-up steps are not timed.
     python benchmarks/bench_pretrain.py --width 64 --image-size 32 --batch 128 --steps 5
 
 Images are random uint8 (content does not change the cost); heads have the paper's sizes
-unless overridden. On a CPU shared with other jobs, `--threads 1 --clock cpu` measures the
+unless overridden.
+
+Precision and memory format (issue 15):
+
+    python benchmarks/bench_pretrain.py --compare-precision     # < 3 min: width 16, one method
+    python benchmarks/bench_pretrain.py --speed-table --write   # ~10 min: 4 methods x 3 widths
+
+run the full step (read, augment, normalise, forward, backward, optimiser) under several
+settings side by side, interleaved step by step: fp32 NCHW (what the CPU ran before), each
+option alone, and the default (`execution` left at auto, resolved for this machine). Each
+block also times a bare 2048^2 matmul in fp32 and in bf16, interleaved with the steps, and
+reports a step's FLOPs (torch's FLOP counter, forward + backward, the model only) per second
+as a share of those rates. On a CPU shared with other jobs, `--threads 1 --clock cpu` measures the
 work itself rather than the wait for a core.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 
 import numpy as np
 import torch
+from results_md import publish
 
 from ltsweep.augment import Normalize, two_views
 from ltsweep.data.base import ArrayImageSet
-from ltsweep.device import autocast, pick_device, to_device
+from ltsweep.device import Speed, autocast, pick_device, to_device
 from ltsweep.models.resnet import build_encoder
+from ltsweep.sweep import precision
+from ltsweep.sweep.schema import ExecutionSettings
 from ltsweep.sweep.ssl_settings import SSL_SETTINGS, SSLSettings
 from ltsweep.train.selfsup.base import REGISTRY, SSLMethod, build_method
 from ltsweep.train.selfsup.loop import make_optimizer
@@ -64,6 +82,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(CPU only; with N threads it counts N busy threads N times)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--compare-precision",
+        action="store_true",
+        help="fp32 NCHW against the default at width 16 (--methods' first), one summary line",
+    )
+    p.add_argument(
+        "--speed-table",
+        action="store_true",
+        help="every method x --widths x setting; with --write, RESULTS.md's section",
+    )
+    p.add_argument("--widths", type=int, nargs="+", default=[8, 16, 64])
+    p.add_argument("--write", action="store_true", help="write the speed table to RESULTS.md")
     return p.parse_args(argv)
 
 
@@ -146,10 +176,189 @@ def bench_method(
     return n / timed[full], n / timed[bare], n / timed[views]
 
 
+SPEEDS = {
+    "fp32 NCHW (before)": Speed(),
+    "channels-last": Speed("fp32", "channels_last"),
+    "bf16": Speed("bf16", "contiguous"),
+    "bf16 + channels-last": Speed("bf16", "channels_last"),
+}
+
+
+def default_speed(device: torch.device) -> Speed:
+    """What `execution` left at auto resolves to for a unit on `device`, on this machine."""
+    ex = ExecutionSettings(device=device.type)
+    return Speed.of(precision.resolve(ex, 1 if device.type == "cuda" else 0))
+
+
+def matmul_rates(device: torch.device, n: int = 2048) -> dict[str, Callable[[], None]]:
+    """One bare n x n matmul per call, fp32 and bf16 (the FLOP rates the steps are read against)."""
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        out[name] = lambda a=a, b=b: torch.mm(a, b)
+    return out
+
+
+def step_flops(name: str, args: argparse.Namespace, width: int, device: torch.device) -> float:
+    """FLOPs of one training step's forward + backward (torch's counter; model only)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    settings = settings_for(name, args)
+    torch.manual_seed(args.seed)
+    method = build_method(name, build_encoder(width=width), settings).to(device).train()
+    v = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
+    with FlopCounterMode(display=False) as counter:
+        method.loss(v, v.clone()).backward()
+    return float(counter.get_total_flops())
+
+
+def speed_block(
+    name: str,
+    width: int,
+    speeds: dict[str, Speed],
+    args: argparse.Namespace,
+    device: torch.device,
+) -> tuple[dict[str, float], dict[str, float], float]:
+    """Images/s of the full step under each speed, matmul GFLOP/s, and FLOPs per step.
+
+    Every setting gets its own model from the same seed; steps of all settings and the two
+    matmuls alternate, so load that changes during the block slows all alike.
+    """
+    settings = settings_for(name, args)
+    rng = np.random.default_rng(args.seed)
+    shape = (args.pool, 3, args.image_size, args.image_size)
+    images = ArrayImageSet(
+        rng.integers(0, 256, size=shape, dtype=np.uint8), np.zeros(args.pool, dtype=np.int64)
+    )
+    normalize = Normalize(MEAN, STD, device)
+    batch = min(args.batch, args.pool)
+    steps: dict[str, Callable[[], None]] = {}
+    for label, speed in speeds.items():
+        torch.manual_seed(args.seed)
+        method = build_method(name, build_encoder(width=width), settings).to(device)
+        speed.model(method).train()
+        opt = make_optimizer(method.parameters(), settings)
+        aug_gen = torch.Generator(device=device).manual_seed(args.seed + 1)
+        order_gen = torch.Generator().manual_seed(args.seed)
+        loss_fn = speed.compiled(method.loss)
+
+        def step(
+            method=method,
+            opt=opt,
+            aug_gen=aug_gen,
+            order_gen=order_gen,
+            speed=speed,
+            loss_fn=loss_fn,
+        ):
+            idx = torch.randperm(len(images), generator=order_gen)[:batch].numpy()
+            x = to_device(images.images(idx), device)
+            v1, v2 = two_views(x, settings.augment, aug_gen)
+            v1, v2 = speed.input(normalize(v1)), speed.input(normalize(v2))
+            with autocast(device, speed):
+                loss = loss_fn(v1, v2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            method.after_step(0.5)
+
+        steps[label] = step
+    mm = matmul_rates(device)
+    calls: dict[str, Callable[[], None]] = {**steps, **{f"matmul {k}": f for k, f in mm.items()}}
+    timed = dict.fromkeys(calls, 0.0)
+    for i in range(args.warmup + args.steps):
+        for label, fn in calls.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            if i >= args.warmup:
+                timed[label] += time.perf_counter() - t0
+    img_s = {k: batch * args.steps / timed[k] for k in steps}
+    gflops = {k: 2 * 2048**3 * args.steps / timed[f"matmul {k}"] / 1e9 for k in mm}
+    return img_s, gflops, step_flops(name, args, width, device)
+
+
+def load_line() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f}/{five:.2f}/{fifteen:.2f}"
+
+
+def speed_table(args: argparse.Namespace, device: torch.device) -> str:
+    default = default_speed(device)
+    speeds = dict(SPEEDS)
+    default_label = next((k for k, v in speeds.items() if v == default), None)
+    if default_label is None:
+        speeds["default"] = default
+        default_label = "default"
+    lines = [
+        "| method | width | setting | img/s | x fp32 NCHW | model GFLOP/s | % of bf16 matmul "
+        "| % of fp32 matmul | load avg |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for width in args.widths:
+        for name in args.methods:
+            img_s, mm, flops = speed_block(name, width, speeds, args, device)
+            base = img_s["fp32 NCHW (before)"]
+            for label, rate in img_s.items():
+                g = rate / args.batch * flops / 1e9
+                mark = " **(default)**" if label == default_label else ""
+                lines.append(
+                    f"| {name} | {width} | {label}{mark} | {rate:.0f} | {rate / base:.2f} | "
+                    f"{g:.0f} | {100 * g / mm['bf16']:.0f} | {100 * g / mm['fp32']:.0f} | {load_line()} |"
+                )
+            lines.append(
+                f"| {name} | {width} | (bare 2048^2 matmul) | | | fp32 {mm['fp32']:.0f}, "
+                f"bf16 {mm['bf16']:.0f} | | | |"
+            )
+            print(lines[-len(img_s) - 1 :], flush=True)
+    return "\n".join(lines)
+
+
+def compare_precision(args: argparse.Namespace, device: torch.device) -> None:
+    name = args.methods[0]
+    default = default_speed(device)
+    speeds = {"fp32 NCHW (before)": Speed(), "default": default}
+    img_s, mm, flops = speed_block(name, 16, speeds, args, device)
+    print(f"default on this machine: {default}; load average {load_line()}")
+    for label, rate in img_s.items():
+        g = rate / args.batch * flops / 1e9
+        print(
+            f"{label}: {rate:.0f} img/s, {g:.0f} GFLOP/s "
+            f"(bare matmul fp32 {mm['fp32']:.0f}, bf16 {mm['bf16']:.0f})"
+        )
+    ratio = img_s["default"] / img_s["fp32 NCHW (before)"]
+    print(f"pretrain speed-up of the default over fp32: {ratio:.2f}x (width 16, {name})")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.compare_precision or args.speed_table:
+        device = pick_device(args.device)
+        if args.compare_precision:
+            compare_precision(args, device)
+            return
+        head = (
+            f"Command: `python benchmarks/bench_pretrain.py {' '.join(sys.argv[1:])}`  \n"
+            f"Date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}; torch "
+            f"{torch.__version__}, {torch.get_num_threads()} threads, device {device}, CPU "
+            f"capability {torch.backends.cpu.get_cpu_capability()}, native bf16 "
+            f"{precision.cpu_has_bf16()}; batch {args.batch} of {args.image_size}x"
+            f"{args.image_size}, {args.steps} timed + {args.warmup} warm-up steps per setting, "
+            f"interleaved; load average (1/5/15 min) at start {load_line()}  \n"
+        )
+        table = speed_table(args, device)
+        body = (
+            "## Pre-train at the hardware's limit: precision and memory format (issue 15)\n\n"
+            + head
+            + f"Load average at the end {load_line()}\n\n"
+            + table
+            + "\n"
+        )
+        publish("bench_pretrain_speed", body, args.write)
+        return
     device = pick_device(args.device)
     if args.clock == "cpu" and device.type == "cuda":
         raise SystemExit("--clock cpu measures host CPU time; use --clock wall on a GPU")
