@@ -6,8 +6,7 @@ the view reads the same whether fine-tunes are stacked or not.
 On a terminal the view is a few lines redrawn in place by `rich` (one line per stage with a
 bar, then the elapsed time and the ETA), each line cut to the terminal's width whatever it
 is, so nothing wraps and no refresh leaves a row behind. Elsewhere (CI, a SLURM log) one
-plain line is printed when the counts change, at most every `min_interval` seconds and at
-least once a minute, plus the final one.
+plain line a minute (`min_interval`), plus the final one.
 
 The ETA is there from the start: every Tune trial's cost in FLOPs comes from the plan's cost
 model (`ltsweep.sweep.estimate`), and seconds per FLOP are measured per stage as trials
@@ -52,7 +51,7 @@ class Progress:
         self,
         todo: dict[str, int],
         stream: TextIO | None = None,
-        min_interval: float = 5.0,
+        min_interval: float = 60.0,
         *,
         cost_of: Callable[[dict], float] | None = None,
         pending: Iterable[dict] = (),

@@ -3,8 +3,10 @@
 - `ltsweep.report.figures`: one function per figure (Figs. 3-8, Table 1), each returning a
   matplotlib Figure (or a DataFrame) that carries its plotted numbers as `ltsweep_data`.
 - `ltsweep.report.paper`: the paper's published numbers and `compare_with_paper`.
-- `ltsweep.report.build`: `write_report(run_dir)`, the `ltsweep report` command's work, with
+- `ltsweep.report.build`: `write_report(run_dir or [run_dirs], formats=, dpi=)`, the
+  `ltsweep report` command's work (`load_runs` combines the tables of several runs), with
   `tables` (the display tables) and `document` (one page written as Markdown and HTML).
+- One colour and style per loss and method in every figure (`figures.base.style`).
 
 May import: pandas, numpy, matplotlib (Agg), scikit-learn, `ltsweep.store`; no torch (the
 t-SNE's feature files are read through `ltsweep.store.cache` when the report is written).

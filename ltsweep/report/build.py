@@ -277,7 +277,7 @@ def write_report(
                 fig.savefig(tmp, format=fmt, dpi=dpi)
             written.add(file)
         doc.h(3, f"{title} (`{fig_name}`)")
-        doc.image(files[0], title)
+        doc.image(files[0], title, width_in=float(fig.get_figwidth()))
         if len(files) > 1:
             doc.links("Also as", [(f.rsplit(".", 1)[1].upper(), f) for f in files[1:]])
         if what:

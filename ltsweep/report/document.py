@@ -35,8 +35,10 @@ class Document:
     def items(self, items: Iterable[str]) -> None:
         self.blocks.append(("ul", list(items)))
 
-    def image(self, filename: str, alt: str) -> None:
-        self.blocks.append(("img", (filename, alt)))
+    def image(self, filename: str, alt: str, width_in: float | None = None) -> None:
+        """An image; `width_in` (the figure's width in inches) fixes its size on the HTML
+        page, whatever the dpi it was saved at."""
+        self.blocks.append(("img", (filename, alt, width_in)))
 
     def links(self, lead: str, links: Iterable[tuple[str, str]]) -> None:
         """A line of links to files beside the page: `lead: [text](href), ...`."""
@@ -74,8 +76,9 @@ class Document:
             elif kind == "img":
                 data = base64.b64encode((self.out_dir / value[0]).read_bytes()).decode("ascii")
                 mime = "image/svg+xml" if value[0].endswith(".svg") else "image/png"
+                size = f' style="width:{round(96 * value[2])}px"' if value[2] else ""
                 body.append(
-                    f'<figure><img alt="{html.escape(value[1])}" '
+                    f'<figure><img alt="{html.escape(value[1])}"{size} '
                     f'src="data:{mime};base64,{data}"/>'
                     f"<figcaption>{html.escape(value[0])}</figcaption></figure>"
                 )

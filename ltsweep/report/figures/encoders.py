@@ -180,6 +180,7 @@ def fig78_tsne(
     gammas = sorted(features, key=float)
     fig, axes = new_figure(1, len(gammas), width=4.2, height=4.0)
     points, summary = [], []
+    legend: dict[str, Any] = {}  # class -> handle: one legend below the panels, off the points
     for ax, g in zip(axes[0], gammas, strict=True):
         feats, labels = features[g]
         labels = np.asarray(labels).reshape(-1).astype(np.int64)
@@ -190,14 +191,8 @@ def fig78_tsne(
         cmap = "tab10" if len(classes) <= 10 else ("tab20" if len(classes) <= 20 else "turbo")
         sc = ax.scatter(emb[:, 0], emb[:, 1], c=y, cmap=cmap, s=4, linewidths=0, alpha=0.8)
         if len(classes) <= 20:
-            ax.legend(
-                *sc.legend_elements(num=None),
-                fontsize=6,
-                markerscale=0.8,
-                title="class",
-                title_fontsize=7,
-                loc="best",
-            )
+            for h, c in zip(*sc.legend_elements(num=None), strict=True):
+                legend.setdefault(c, h)
         ax.set_xlabel("t-SNE 1")
         ax.set_ylabel("t-SNE 2")
         ax.set_xticks([])
@@ -206,6 +201,17 @@ def fig78_tsne(
         points.append(pd.DataFrame({"gamma": float(g), "x": emb[:, 0], "y": emb[:, 1], "label": y}))
         summary.append(
             {"gamma": float(g), "points": len(y), "classes": len(classes), "knn2d_acc": score}
+        )
+    if legend:
+        fig.legend(
+            list(legend.values()),
+            list(legend),
+            loc="outside lower center",
+            ncol=min(len(legend), 10),
+            fontsize=7,
+            markerscale=0.8,
+            title="class",
+            title_fontsize=7,
         )
     fig.suptitle(title or "t-SNE of frozen test features, coloured by class")
     return attach(fig, pd.concat(points, ignore_index=True), summary=pd.DataFrame(summary))
