@@ -361,7 +361,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ltsweep import __version__
+
     p = argparse.ArgumentParser(prog="ltsweep", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"ltsweep {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser(
@@ -388,9 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     plan = sub.add_parser("plan", help="print what a sweep would run, and what is already stored")
-    plan.add_argument("sweep")
-    plan.add_argument("--run-dir")
-    plan.add_argument("--cache-dir")
+    plan.add_argument("sweep", help="sweep file (YAML), e.g. sweeps/cifar100.yaml")
+    plan.add_argument("--run-dir", help="run folder to compare with (default: runs/<sweep name>)")
+    plan.add_argument(
+        "--cache-dir", help="pre-train/feature cache (default: $LTSWEEP_CACHE or runs/.cache)"
+    )
     plan.set_defaults(func=cmd_plan)
 
     for name, func, helptext in (
@@ -403,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("cancel", cmd_cancel, "cancel the SLURM job of a run folder (stored results are kept)"),
     ):
         sp = sub.add_parser(name, help=helptext)
-        sp.add_argument("run_dir")
+        sp.add_argument("run_dir", help="a run folder, e.g. runs/smoke")
         sp.set_defaults(func=func)
     rep = sub.add_parser(
         "report",

@@ -98,7 +98,7 @@ def parse(model: type[M], data: Any, source: str, what: str) -> M:
     try:
         return model(**data)
     except ValidationError as err:
-        raise SpecError(f"{source}: {first_error(err)}") from None
+        raise SpecError(f"{source}: {first_error(err, model=model)}") from None
     except SpecError:
         raise
     except (TypeError, ValueError, ArithmeticError, RecursionError) as err:
@@ -148,8 +148,7 @@ class _Loader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, str):
                 raise SpecError(
-                    f":{key_node.start_mark.line + 1}: key {key!r} is not a string "
-                    f"(quote it)"
+                    f":{key_node.start_mark.line + 1}: key {key!r} is not a string (quote it)"
                 )
             if key in seen:
                 raise SpecError(f":{key_node.start_mark.line + 1}: duplicate key {key!r}")
@@ -237,15 +236,46 @@ def _loc(parts: tuple[Any, ...]) -> str:
     return out
 
 
-def first_error(err: ValidationError, prefix: str = "") -> str:
-    """The first pydantic error as one line: `grid.noise[3]: 1.2 is not in [0, 1)`."""
+def _model_at(model: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The settings class that holds the field at `path` below `model` (None if unknown)."""
+    for name in path:
+        field = model.model_fields.get(name) if isinstance(name, str) else None
+        if field is None:
+            return None
+        found = [
+            t
+            for t in (field.annotation, *typing.get_args(field.annotation))
+            if isinstance(t, type) and issubclass(t, BaseModel)
+        ]
+        if not found:
+            return None
+        model = found[0]
+    return model
+
+
+def _did_you_mean(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> str:
+    """` (did you mean 'seeds'?)` for a mistyped key, when a known one is close."""
+    import difflib
+
+    holder = _model_at(model, loc[:-1]) if model is not None else None
+    if holder is None or not isinstance(loc[-1], str):
+        return ""
+    close = difflib.get_close_matches(loc[-1], list(holder.model_fields), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def first_error(
+    err: ValidationError, prefix: str = "", model: type[BaseModel] | None = None
+) -> str:
+    """The first pydantic error as one line: `grid.noise[3]: 1.2 is not in [0, 1)`;
+    `model`, the class validated, lets a mistyped key name its likely meaning."""
     e = err.errors()[0]
     loc = _loc(tuple(e["loc"]))
     if prefix:
         loc = f"{prefix}.{loc}" if loc else prefix
     msg = e["msg"]
     if e["type"] == "extra_forbidden":
-        msg = f"unknown key {loc.rsplit('.', 1)[-1]!r}"
+        msg = f"unknown key {loc.rsplit('.', 1)[-1]!r}" + _did_you_mean(model, tuple(e["loc"]))
     elif e["type"] == "missing":
         msg = "required field is missing"
     elif msg.startswith("Value error, "):

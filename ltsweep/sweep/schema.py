@@ -260,7 +260,9 @@ class Sweep(Strict):
             try:
                 method_settings(method, overrides)
             except ValidationError as err:
-                raise ValueError(first_error(err, prefix=f"ssl.{method}")) from None
+                raise ValueError(
+                    first_error(err, prefix=f"ssl.{method}", model=SSL_SETTINGS[method])
+                ) from None
         return self
 
     @model_validator(mode="after")
