@@ -54,4 +54,6 @@ def test_a_mistyped_profile_key_names_the_likely_one() -> None:
     with pytest.raises(
         SpecError, match=r"unknown key 'gpu_per_node' \(did you mean 'gpus_per_node'\?\)"
     ):
-        parse_profile({"partition": "gpu", "gpu_per_node": 4}, "p.yaml")
+        parse_profile(
+            {"partition": "gpu", "cpus_per_node": 8, "time_limit": 60, "gpu_per_node": 4}, "p.yaml"
+        )
