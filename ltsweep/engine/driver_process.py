@@ -46,6 +46,24 @@ def ctrl_c(stop_event: threading.Event):
         signal.signal(signal.SIGTERM, previous_term)
 
 
+@contextlib.contextmanager
+def keep_sigterm():
+    """Keep the SIGTERM handler in place across a call that installs its own (ray.init)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    except SystemExit as stop:  # Ray's handler ran: SIGTERM came during the call
+        if stop.code != signal.SIGTERM:
+            raise
+        raise KeyboardInterrupt from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def heartbeat(run_dir: Path, running: bool, counts: dict | None = None) -> None:
     write_json(
         run_dir / "driver.json",

@@ -38,7 +38,13 @@ from ray.tune import Callback  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
 from ltsweep.engine import progress as progress_view
-from ltsweep.engine.driver_process import StopOnEvent, ctrl_c, heartbeat, log_ray_to_file
+from ltsweep.engine.driver_process import (
+    StopOnEvent,
+    ctrl_c,
+    heartbeat,
+    keep_sigterm,
+    log_ray_to_file,
+)
 from ltsweep.engine.progress import Progress
 from ltsweep.planning.plan import KINDS, make_plan
 from ltsweep.planning.state import assess
@@ -291,13 +297,14 @@ def _run_locked(
             kwargs: dict[str, Any] = (
                 {"address": address} if address else {"num_cpus": os.cpu_count()}
             )
-            ray.init(
-                **kwargs,
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level=logging.ERROR,
-                configure_logging=False,
-            )
+            with keep_sigterm():  # ray.init installs its own, which exits with status 15
+                ray.init(
+                    **kwargs,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    logging_level=logging.ERROR,
+                    configure_logging=False,
+                )
         try:
             return _run_tuner(
                 sweep,
