@@ -180,4 +180,3 @@ def test_read_only_commands_skip_a_damaged_results_file(reference, tmp_path):
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and str(victim.name) in lines[0] and "skipped" in lines[0], lines
     assert victim.exists()  # read-only commands move nothing
-

@@ -54,16 +54,30 @@ scalars = st.one_of(
 )
 keys = st.one_of(
     st.sampled_from(
-        ["name", "data", "grid", "ssl", "loss", "resources", "execution", "baselines", "seeds",
-         "gamma", "noise", "epochs", "partition", "time_limit", "cpus_per_node", "extra_sbatch"]
+        [
+            "name",
+            "data",
+            "grid",
+            "ssl",
+            "loss",
+            "resources",
+            "execution",
+            "baselines",
+            "seeds",
+            "gamma",
+            "noise",
+            "epochs",
+            "partition",
+            "time_limit",
+            "cpus_per_node",
+            "extra_sbatch",
+        ]
     ),
     st.text(max_size=8),
 )
 documents = st.recursive(
     scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=5), st.dictionaries(keys, inner, max_size=6)
-    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(keys, inner, max_size=6)),
     max_leaves=30,
 )
 
@@ -163,9 +177,9 @@ def test_hostile_sweep_files(tmp_path, content, expected):
     ("text", "expected"),
     [
         ("time_limit: 1:30:00\n", "quote it ('1:30:00')"),
-        ("time_limit: 30\nconstraint: \"a100\\n#SBATCH --x\"\n", "control character"),
-        ("time_limit: 30\nextra_sbatch: [\"--x=1\\r\"]\n", "control character"),
-        ("time_limit: 30\nsetup: [\"ok\\u0007\"]\n", "control character"),
+        ('time_limit: 30\nconstraint: "a100\\n#SBATCH --x"\n', "control character"),
+        ('time_limit: 30\nextra_sbatch: ["--x=1\\r"]\n', "control character"),
+        ('time_limit: 30\nsetup: ["ok\\u0007"]\n', "control character"),
     ],
 )
 def test_profile_values_that_would_reach_sbatch_badly(text, expected):

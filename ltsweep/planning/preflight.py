@@ -36,6 +36,18 @@ LAYOUT = {
         "images",
     ],
 }
+#: what an ltsweep run folder holds (any of them: a folder a run or a submission started)
+RUN_FOLDER_ENTRIES = {
+    "sweep.yaml",
+    "run.json",
+    "results",
+    "logs",
+    "slurm.json",
+    "driver.json",
+    "driver.lock",
+    ".ray-auth-token",
+    "tune",
+}
 #: training images of the data sets whose label files are in the official training order
 TRAIN_SIZE = {"cifar10": 50_000, "cifar100": 50_000}
 
@@ -131,11 +143,12 @@ def check_run_folder(sweep: Sweep, run_dir: Path, sweep_path: str) -> None:
     """An existing run folder is run again only with the sweep it holds."""
     frozen = run_dir / "sweep.yaml"
     if not frozen.exists():
-        if run_dir.exists() and run_dir.is_dir() and any(run_dir.iterdir()):
-            if not (run_dir / "results").is_dir():
+        if run_dir.is_dir():
+            entries = {p.name for p in run_dir.iterdir()}
+            if entries and not entries & RUN_FOLDER_ENTRIES:
                 raise SpecError(
-                    f"{run_dir}: exists and is not a run folder (no sweep.yaml, no results/); "
-                    "give another --run-dir"
+                    f"{run_dir}: exists, is not empty and is not a run folder (no sweep.yaml, "
+                    "results/, logs/ or slurm.json); give another --run-dir"
                 )
         return
     try:

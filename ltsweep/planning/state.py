@@ -82,7 +82,9 @@ def assess(
                     raise cache.CacheError(f"{meta}: unreadable pre-train record ({problem})")
                 moved = move_aside(meta, cache_dir)
                 redo = True
-                a.repaired.append(f"{meta}: unreadable pre-train record ({problem}); moved to {moved}")
+                a.repaired.append(
+                    f"{meta}: unreadable pre-train record ({problem}); moved to {moved}"
+                )
         ready = all(cache.features_ready(cache_dir, p.key, e) for e in p.feature_epochs)
         if ready and verify:
             for e in p.feature_epochs:
