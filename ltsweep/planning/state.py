@@ -97,7 +97,7 @@ def assess(
                         raise
                     moved = cache.quarantine_features(cache_dir, p.key, e)
                     where = moved[-1].parent if moved else cache_dir
-                    a.repaired.append(f"{str(err).split('; delete')[0]}; moved to {where}")
+                    a.repaired.append(f"{str(err).split(cache.AGAIN)[0]}; moved to {where}")
                     ready = False
         if not ready or redo:
             a.pretrains_todo.append(p)

@@ -28,6 +28,10 @@ from ltsweep.store.atomic import atomic_path, move_aside, write_json
 log = logging.getLogger("ltsweep.cache")
 
 
+#: what a damaged cache entry met by a worker says: the next run repairs it
+AGAIN = "; the next `ltsweep run` moves it aside and recomputes it"
+
+
 class CacheError(RuntimeError):
     """A cache file is corrupt or does not match its checksum; the message names the file."""
 
@@ -93,13 +97,9 @@ def verify_features(cache: Path, key: str, epoch: int) -> None:
     try:
         expected = json.loads(meta_path.read_text())["sha256"]
     except (OSError, ValueError, KeyError) as err:
-        raise CacheError(
-            f"{meta_path}: unreadable feature checksum ({err}); delete {path.parent} to recompute"
-        ) from None
+        raise CacheError(f"{meta_path}: unreadable feature checksum ({err}){AGAIN}") from None
     if not path.is_file() or _sha256(path) != expected:
-        raise CacheError(
-            f"{path}: corrupt feature cache (checksum mismatch); delete {path.parent} to recompute"
-        )
+        raise CacheError(f"{path}: corrupt feature cache (checksum mismatch){AGAIN}")
 
 
 def load_features(cache: Path, key: str, epoch: int, verify: bool = True) -> dict[str, Any]:
@@ -113,7 +113,7 @@ def load_features(cache: Path, key: str, epoch: int, verify: bool = True) -> dic
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - unreadable means untrusted
         raise CacheError(
-            f"{path}: unreadable feature cache ({type(err).__name__}); delete {path.parent} to recompute"
+            f"{path}: unreadable feature cache ({type(err).__name__}){AGAIN}"
         ) from None
 
 
