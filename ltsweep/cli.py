@@ -25,7 +25,7 @@ from ltsweep.planning.state import assess
 from ltsweep.store.cache import default_cache_dir, run_cache_dir
 from ltsweep.store.lock import describe as describe_lock
 from ltsweep.store.lock import read_lock, stale_reason
-from ltsweep.store.results import pivot_text
+from ltsweep.store.results_view import FORMATS, METRICS, ViewError, results_text
 from ltsweep.sweep.base import one_line, read_yaml
 from ltsweep.sweep.cluster_profile import load_profile
 from ltsweep.sweep.schema import SpecError, Sweep, load_sweep, parse_sweep
@@ -98,7 +98,9 @@ def _check_address(address: str) -> None:
         ) from None
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise SpecError(f"--address: cannot join the Ray cluster at {address}: {one_line(last, 200)}")
+        raise SpecError(
+            f"--address: cannot join the Ray cluster at {address}: {one_line(last, 200)}"
+        )
 
 
 def _check_gpu(sweep: Sweep, source: str) -> None:
@@ -174,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "to finish what is left",
             file=sys.stderr,
         )
-        print(pivot_text(run_dir))
+        print(results_text(run_dir))
         return 130
     if summary.get("nothing_to_do"):
         print(
@@ -188,7 +190,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"logs in {run_dir / 'logs'}",
             file=sys.stderr,
         )
-    print(pivot_text(run_dir))
+    print(results_text(run_dir))
     return 1 if summary.get("failed", {}).get("trials") else 0
 
 
@@ -221,7 +223,7 @@ def _run_on_cluster(args: argparse.Namespace, sweep: Sweep, run_dir: Path, cache
     )
     if args.wait:
         job.wait()
-        print(pivot_text(run_dir))
+        print(results_text(run_dir))
     return 0
 
 
@@ -229,7 +231,10 @@ def cmd_results(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "results").is_dir():
         raise SpecError(f"{run_dir}: not a run folder (no results/)")
-    print(pivot_text(run_dir))
+    try:
+        print(results_text(run_dir, args.metric, args.where, args.format))
+    except ViewError as err:
+        raise SpecError(str(err)) from None
     return 0
 
 
@@ -400,16 +405,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, func, helptext in (
         ("status", cmd_status, "done / running / failed / to do per stage of a run folder"),
-        (
-            "results",
-            cmd_results,
-            "accuracy table of a run folder (rows: stage, method, gamma, loss; columns: noise)",
-        ),
         ("cancel", cmd_cancel, "cancel the SLURM job of a run folder (stored results are kept)"),
     ):
         sp = sub.add_parser(name, help=helptext)
         sp.add_argument("run_dir", help="a run folder, e.g. runs/smoke")
         sp.set_defaults(func=func)
+    res = sub.add_parser(
+        "results",
+        help="a metric's table of a run folder (rows: stage, method, gamma, loss; columns: "
+        "noise; cells: mean +/- std (seeds))",
+    )
+    res.add_argument("run_dir", help="a run folder, e.g. runs/smoke")
+    res.add_argument("--metric", default="acc", choices=list(METRICS), help="what to show")
+    res.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="keep only these rows (repeatable), e.g. --where method=simsiam --where gamma=10",
+    )
+    res.add_argument("--format", default="table", choices=FORMATS, help="output format")
+    res.set_defaults(func=cmd_results)
     rep = sub.add_parser(
         "report",
         help="write RUN_DIR/report/ with the paper's figures and tables (several runs: combined)",
@@ -480,6 +496,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit:
         raise
+    except BrokenPipeError:  # `ltsweep results RUN | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except BaseException as err:
         if debug:
             raise

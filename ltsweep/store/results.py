@@ -3,7 +3,7 @@
 Each Tune trial writes its rows as one Parquet file under `<run>/results/`, atomically, so
 a killed worker leaves either the whole file or nothing. Rows are keyed by `unit_key`;
 a unit whose key is stored is done and is never run again by that run folder.
-`pivot_text` is the table `ltsweep results` prints. pandas is imported only by the
+pandas is imported only by the
 functions that return DataFrames, so `ltsweep status` (which reads keys) stays quick.
 """
 
@@ -189,6 +189,10 @@ def stored_keys(directory: str | os.PathLike[str], status: str = "ok") -> set[st
     return keys
 
 
+class NotARunFolder(FileNotFoundError):
+    """`load_results` of a folder that holds no results table."""
+
+
 def load_results(run_dir: str | os.PathLike[str], include_failed: bool = False):
     """The results of a run folder as a pandas DataFrame, one row per unit.
 
@@ -197,8 +201,15 @@ def load_results(run_dir: str | os.PathLike[str], include_failed: bool = False):
     """
     import pandas as pd
 
-    table = read_table(Path(run_dir) / "results")
-    df = table.to_pandas()
+    results = Path(run_dir) / "results"
+    if not results.is_dir():
+        raise NotARunFolder(f"{run_dir}: not a run folder (no results/ in it)")
+    df = read_table(results).to_pandas()
+    # one kind of missing value (pd.isna) for what does not apply: a single-stage unit's head
+    # and pre-train key, a success's error, a number; `started` as a UTC timestamp
+    for column in ("head", "error"):
+        df[column] = df[column].mask(df[column] == "")
+    df["started"] = pd.to_datetime(df["started"], utc=True, errors="coerce", format="ISO8601")
     if not include_failed:
         df = df[df["status"] == "ok"]
     else:
@@ -223,29 +234,3 @@ def prune_failed(directory: str | os.PathLike[str]) -> int:
             f.unlink()
             removed += 1
     return removed
-
-
-def pivot(df):
-    """Mean accuracy in % by (stage, method, gamma, loss) x noise."""
-    import pandas as pd
-
-    if df.empty:
-        return pd.DataFrame()
-    table = df.assign(acc=df["acc"] * 100).pivot_table(
-        index=["stage", "method", "gamma", "loss"], columns="noise", values="acc", aggfunc="mean"
-    )
-    table.columns = [f"{c:.0%}" for c in table.columns]
-    return table.round(1)
-
-
-def pivot_text(run_dir: str | os.PathLike[str]) -> str:
-    """What `ltsweep results` prints: the pivot, and how many seeds each cell averages."""
-    df = load_results(run_dir)
-    if df.empty:
-        return f"no results stored in {run_dir} yet"
-    seeds = df.groupby(["stage", "method", "gamma", "loss", "noise"]).size()
-    note = "" if seeds.max() == 1 else f" (mean over up to {seeds.max()} seeds)"
-    return (
-        f"accuracy (%) on the balanced clean test set{note}; columns: noise\n"
-        + pivot(df).to_string()
-    )
