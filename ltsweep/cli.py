@@ -20,7 +20,12 @@ from pathlib import Path
 
 from ltsweep.planning.describe import describe_plan
 from ltsweep.planning.plan import make_plan
-from ltsweep.planning.preflight import check_data, check_run_folder, check_writable
+from ltsweep.planning.preflight import (
+    check_data,
+    check_label_values,
+    check_run_folder,
+    check_writable,
+)
 from ltsweep.planning.state import assess
 from ltsweep.store.cache import default_cache_dir, run_cache_dir
 from ltsweep.store.lock import describe as describe_lock
@@ -28,7 +33,7 @@ from ltsweep.store.lock import read_lock, stale_reason
 from ltsweep.store.results_view import FORMATS, METRICS, ViewError, results_text
 from ltsweep.sweep.base import one_line, read_yaml
 from ltsweep.sweep.cluster_profile import load_profile
-from ltsweep.sweep.schema import SpecError, Sweep, load_sweep, parse_sweep
+from ltsweep.sweep.schema import SpecError, Sweep, check_label_file, load_sweep, parse_sweep
 
 EXIT_USAGE = 2
 #: how long `run --address` waits for the Ray cluster to answer before giving up
@@ -147,9 +152,19 @@ def _preflight(args: argparse.Namespace, sweep: Sweep, run_dir: Path, cache_dir:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep)
-    check_data(sweep, args.sweep)
+    labels = sweep.data.noisy_labels
+    if labels is not None:  # their checksum is part of the keys: a plan needs them, valid
+        check_label_file(labels, f"{args.sweep}: ")
+        check_label_values(
+            labels.resolved_path(), labels.key, sweep.data.dataset, f"{args.sweep}: "
+        )
+    try:  # but no data on disk (e.g. a cluster's grid planned on a laptop)
+        check_data(sweep, args.sweep)
+        note = ""
+    except SpecError as err:
+        note = f"{err}; `ltsweep run` needs it, `plan` does not"
     run_dir = _run_dir(sweep, args.run_dir)
-    print(describe_plan(sweep, run_dir, _cache_dir(run_dir, args.cache_dir)))
+    print(describe_plan(sweep, run_dir, _cache_dir(run_dir, args.cache_dir), note))
     return 0
 
 

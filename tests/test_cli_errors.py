@@ -34,10 +34,6 @@ def _write(tmp_path, text):
         ("grid: {}\n", "name: required field is missing"),
         ("name: t\ngrid: [1, 2\n", "malformed YAML"),
         ("- just\n- a list\n", "a sweep file is a YAML mapping"),
-        (
-            "name: t\ndata:\n  dataset: cifar10\n  root: /nonexistent/data\n",
-            "data.root: /nonexistent/data does not exist",
-        ),
         ("name: t\ndata:\n  dataset: imagenet\n", "data.dataset"),
     ],
 )
@@ -62,10 +58,28 @@ def test_missing_sweep_file(tmp_path, capsys):
     assert "nope.yaml: no such sweep file" in capsys.readouterr().err
 
 
-def test_data_root_required_for_cifar(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("name: t\ndata: {dataset: cifar100}\n", "data.root: cifar100 needs a data root"),
+        (
+            "name: t\ndata:\n  dataset: cifar10\n  root: /nonexistent/data\n",
+            "data.root: /nonexistent/data does not exist",
+        ),
+    ],
+)
+def test_a_missing_data_root_stops_run_but_not_plan(tmp_path, capsys, monkeypatch, text, expected):
+    """`run` needs the data (exit 2, nothing written); `plan` does not (#14: a cluster's grid is
+    planned on a laptop): it plans from the data set's known sizes and notes what run needs."""
     monkeypatch.delenv("LTSWEEP_DATA", raising=False)
-    assert main(["plan", str(_write(tmp_path, "name: t\ndata: {dataset: cifar100}\n"))]) == 2
-    assert "data.root: cifar100 needs a data root" in capsys.readouterr().err
+    sweep, run_dir = _write(tmp_path, text), tmp_path / "run"
+    assert main(["run", str(sweep), "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0] and not run_dir.exists()
+    assert main(["plan", str(sweep), "--run-dir", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "pre-train jobs :" in out and f"note: {sweep}: {expected}" in out
+    assert "`ltsweep run` needs it, `plan` does not" in out
 
 
 def test_status_of_a_folder_that_is_not_a_run(tmp_path, capsys):

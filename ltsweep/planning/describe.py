@@ -9,12 +9,16 @@ from ltsweep.planning.plan import make_plan
 from ltsweep.planning.state import assess
 from ltsweep.sweep.base import SpecError
 from ltsweep.sweep.estimate import estimate
-from ltsweep.sweep.schema import Sweep, check_data_root
+from ltsweep.sweep.schema import Sweep, check_label_file
 from ltsweep.units.finetune import finetune_groups
 
 
-def describe_plan(sweep: Sweep, run_dir: Path, cache_dir: Path) -> str:
-    check_data_root(sweep)
+def describe_plan(sweep: Sweep, run_dir: Path, cache_dir: Path, data_note: str = "") -> str:
+    """The plan's text. It needs no data on disk (counts come from the data sets' known sizes),
+    only a noisy-label file, whose checksum is part of the keys; `data_note` says what
+    `ltsweep run` will miss."""
+    if sweep.data.noisy_labels is not None:
+        check_label_file(sweep.data.noisy_labels)
     plan = make_plan(sweep)
     a = assess(plan, run_dir, cache_dir, verify=False)
     groups = finetune_groups(sweep, a.finetunes_todo)
@@ -40,4 +44,6 @@ def describe_plan(sweep: Sweep, run_dir: Path, cache_dir: Path) -> str:
         )
     lines.append(cost.line())
     lines.append(f"  run folder {run_dir}, cache {cache_dir}")
+    if data_note:
+        lines.append(f"  note: {data_note}")
     return "\n".join(lines)
