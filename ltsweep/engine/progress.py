@@ -82,6 +82,7 @@ class Progress:
         self.prior_rate = dict(prior_rate or {})
         self.slots = {s: max(1, int(n)) for s, n in (slots or {}).items()}
         self._live: Any = None
+        self._drawn: tuple[int, list[int]] | None = None  # width, line lengths of the view
         self._ticker: threading.Thread | None = None
 
     # ------------------------------------------------------------------ events
@@ -239,6 +240,7 @@ class Progress:
             }
             eta = self.eta()
             elapsed = time.monotonic() - self.start
+        lines: list[int] = []  # the drawn lines' lengths
         # one bar width for every stage, so the bars line up
         longest = max((len(c) for c in counts.values()), default=0)
         bar_width = min(40, width - 9 - longest - 1)
@@ -251,12 +253,15 @@ class Progress:
                 text.append(" ")
             text.append(counts[stage])
             text.truncate(width, overflow="ellipsis")
+            lines.append(text.cell_len)
             yield text
         tail = f"elapsed {_fmt_seconds(elapsed)}, ETA " + (
             _fmt_seconds(eta) if eta is not None else "not known yet"
         )
         text = Text(tail, style="dim")
         text.truncate(width, overflow="ellipsis")
+        lines.append(text.cell_len)
+        self._drawn = (width, lines)  # what `_refresh_live` needs after a resize
         yield text
 
     def show(self, final: bool = False) -> None:
@@ -287,6 +292,25 @@ class Progress:
             self._rich_console = Console(file=self.stream, highlight=False)
         return self._rich_console
 
+    def _refresh_live(self) -> None:
+        """Redraw in place. After the terminal's width changed, the last drawing's lines
+        were re-wrapped by the terminal into more (or fewer) rows: rich is told how many, so
+        it moves up over all of them and no stale row stays behind."""
+        with self._lock:
+            live = self._live
+            if live is None:
+                return
+            try:
+                width = live.console.size.width
+                render = live._live_render  # rich's own record of the last drawing's shape
+                drawn = self._drawn
+                if drawn and width != drawn[0] and render._shape is not None:
+                    rows = sum(max(1, -(-n // width)) for n in drawn[1])
+                    render._shape = (width, rows)
+            except Exception:  # noqa: BLE001 - a rich without these internals: plain refresh
+                pass
+            live.refresh()
+
     def _stop_live(self) -> None:
         live, self._live = self._live, None
         if live is not None:
@@ -301,17 +325,19 @@ class Progress:
             self._live = Live(
                 self,
                 console=self._console(),
-                refresh_per_second=2,
+                auto_refresh=False,  # refreshed by the ticker, which minds resizes
                 transient=True,  # `show(final=True)` prints the last state once
                 redirect_stdout=False,  # the driver sends stdout/stderr to driver.log
                 redirect_stderr=False,
             )
-            self._live.start()
-            return self
+            self._live.start(refresh=True)
 
         def tick() -> None:
-            while not self._stop.wait(self.min_interval):
-                self.show()
+            while not self._stop.wait(0.5 if self.tty else self.min_interval):
+                if self.tty:
+                    self._refresh_live()
+                else:
+                    self.show()
 
         self._ticker = threading.Thread(target=tick, name="ltsweep-progress", daemon=True)
         self._ticker.start()
@@ -322,9 +348,7 @@ class Progress:
         if self._ticker is not None:
             self._ticker.join(timeout=5)
             self._ticker = None
-        with self._lock:
-            if self._live is not None:
-                self._live.refresh()
+        self._refresh_live()
 
 
 def _bar(width: int, total: int, done: int, failed: int, running: int) -> Any:
