@@ -25,4 +25,12 @@ def load_results(run_dir, include_failed: bool = False):
     return _load(run_dir, include_failed=include_failed)
 
 
-__all__ = ["__version__", "load_results"]
+def load_pretrains(run_dir):
+    """The pre-training curves of a run folder as a pandas DataFrame, one row per (pre-train,
+    epoch): loss, kNN accuracy, learning rate, seconds (see ltsweep.planning.pretrains)."""
+    from ltsweep.planning.pretrains import load_pretrains as _load  # only when called
+
+    return _load(run_dir)
+
+
+__all__ = ["__version__", "load_pretrains", "load_results"]

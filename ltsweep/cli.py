@@ -28,6 +28,7 @@ from ltsweep.planning.preflight import (
 )
 from ltsweep.planning.state import assess
 from ltsweep.store.cache import default_cache_dir, run_cache_dir
+from ltsweep.store.curves import progress_of
 from ltsweep.store.lock import describe as describe_lock
 from ltsweep.store.lock import read_lock, stale_reason
 from ltsweep.store.results_view import FORMATS, METRICS, ViewError, results_text
@@ -256,7 +257,8 @@ def cmd_results(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     sweep, cache_dir = _load_run(run_dir)
-    counts = assess(make_plan(sweep), run_dir, cache_dir, verify=False).counts()
+    assessment = assess(make_plan(sweep), run_dir, cache_dir, verify=False)
+    counts = assessment.counts()
     job = _slurm_job(run_dir)
     # the job's driver runs only while SLURM runs the job (its heartbeat outlives a kill -9)
     job_ended = job is not None and job["state"] not in ("RUNNING", "unknown")
@@ -269,6 +271,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         r = running.get(stage, 0)
         todo = max(0, c["todo"] - r - (c["failed"] if stage != "pretrain" else 0))
         print(f"{stage:<10} {c['done']:>6} {r:>8} {c['failed']:>7} {todo:>7} {c['total']:>7}")
+    for unit in assessment.pretrains_todo:  # half-done pre-trains: where their curves stand
+        epoch, total = progress_of(cache_dir, unit.key)
+        if epoch:
+            print(
+                f"  pre-train {unit.method} gamma {unit.gamma:g} data seed {unit.data_seed}: "
+                f"epoch {epoch} of {total}"
+            )
     print("driver: not running" if job_ended else _driver_line(run_dir))
     if job is not None:
         print(_slurm_line(job))

@@ -50,6 +50,7 @@ from ltsweep.planning.plan import KINDS, make_plan
 from ltsweep.planning.state import assess
 from ltsweep.store.atomic import cleanup_temp, write_json, write_text
 from ltsweep.store.cache import CacheError
+from ltsweep.store.curves import progress_of
 from ltsweep.store.lock import LockHeld, RunLock
 from ltsweep.store.results import prune_failed, quarantine_results, write_rows
 from ltsweep.sweep.schema import SpecError, Sweep, check_data_root
@@ -105,7 +106,9 @@ def _trainable(config: dict, ctx_blob: dict) -> None:
     from ltsweep.device import use_threads  # torch: in the worker, never in the driver
 
     sweep = Sweep.model_validate(ctx_blob["sweep"])
-    ctx = RunContext(sweep, Path(ctx_blob["run_dir"]), Path(ctx_blob["cache_dir"]))
+    ctx = RunContext(
+        sweep, Path(ctx_blob["run_dir"]), Path(ctx_blob["cache_dir"]), report=tune.report
+    )
     kind = config["kind"]
     use_threads(ctx_blob["cpus"][kind])
     t0 = time.perf_counter()
@@ -287,6 +290,9 @@ def _run_locked(
             file=stream,
             flush=True,
         )
+        resumed = resumed_pretrains(cache_dir, assessment.pretrains_todo)
+        if resumed:
+            print(f"ltsweep: {resumed}", file=stream, flush=True)
     started_ray = not ray.is_initialized()
     with (
         open(log_path, "a") as log_file,
@@ -370,7 +376,7 @@ def _run_tuner(
         "cpus": {k: r.cpu for k, r in res.items()},
     }
     trainable = tune.with_resources(tune.with_parameters(_trainable, ctx_blob=ctx_blob), resources)
-    callbacks = [_ProgressCallback(progress, run_dir)]
+    callbacks = [_ProgressCallback(progress, run_dir), *_tensorboard()]
     n_items = len(ready) + sum(len(v) for v in waiting.values())
     tuner = tune.Tuner(
         trainable,
@@ -399,6 +405,37 @@ def _run_tuner(
     if progress:
         progress.show(final=True)
     return summary
+
+
+def resumed_pretrains(cache_dir: Path, todo: list) -> str:
+    """`resuming 2 pre-trains stopped at epoch 8 of 12 ...` (from their curves), or "" if none
+    has run an epoch yet."""
+    halfway = [
+        (epoch, total) for u in todo for epoch, total in [progress_of(cache_dir, u.key)] if epoch
+    ]
+    if not halfway:
+        return ""
+    epochs = sorted({e for e, _ in halfway})
+    totals = sorted({t for _, t in halfway})
+    at = f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]}-{epochs[-1]}"
+    of = f" of {totals[0]}" if len(totals) == 1 else ""
+    n = len(halfway)
+    return (
+        f"resuming {n} pre-train{'s' if n > 1 else ''} stopped at {at}{of} "
+        f"(each from its last checkpoint)"
+    )
+
+
+def _tensorboard() -> list:
+    """Tune's TensorBoard writer when tensorboardX is installed: `tensorboard --logdir RUN/tune`
+    shows the pre-trains' curves live (ltsweep turns Tune's other file loggers off)."""
+    try:
+        import tensorboardX  # noqa: F401
+    except ImportError:
+        return []
+    from ray.tune.logger import TBXLoggerCallback
+
+    return [TBXLoggerCallback()]
 
 
 def _config_name(c: dict) -> str:

@@ -169,6 +169,8 @@ class RunContext:
     sweep: Sweep
     run_dir: Path
     cache_dir: Path
+    #: where a unit reports progress as it happens (the driver's Tune trial); None: nowhere
+    report: Callable[[dict[str, Any]], None] | None = None
 
     @property
     def results_dir(self) -> Path:

@@ -13,12 +13,13 @@ then stores the frozen features of every requested pre-train epoch
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from itertools import product
 from typing import Any, ClassVar
 
 from ltsweep import __version__
-from ltsweep.store import cache
+from ltsweep.store import cache, curves
 from ltsweep.store.atomic import write_json
 from ltsweep.sweep import precision
 from ltsweep.sweep.schema import Resources, Sweep
@@ -101,6 +102,30 @@ def run_config(ctx: RunContext, config: dict[str, Any]) -> None:
     run_pretrain(ctx, PretrainUnit.from_dict(config["unit"]))
 
 
+def curve_recorder(ctx: RunContext, unit: PretrainUnit) -> Callable[[Any], None]:
+    """The pre-train loop's per-epoch hook: the curve to the cache, and to Tune as it happens
+    (so `tensorboard --logdir RUN/tune` and `ltsweep status` follow a running pre-train).
+    A resumed pre-train redoes the epochs after its checkpoint: their records are replaced."""
+    _, records = curves.read_curve(ctx.cache_dir, unit.key)
+
+    def on_epoch(state: Any) -> None:
+        records[:] = [r for r in records if r["epoch"] < state.epoch]
+        records.append(
+            {
+                "epoch": state.epoch,
+                "loss": state.loss_history[-1],
+                "knn_acc": dict(state.knn_history).get(state.epoch),
+                "lr": state.lr,
+                "seconds": state.seconds,  # training seconds so far (resumes included)
+            }
+        )
+        curves.write_curve(ctx.cache_dir, unit.key, unit.epochs, records)
+        if ctx.report is not None:
+            ctx.report({f"pretrain/{k}": v for k, v in records[-1].items() if v is not None})
+
+    return on_epoch
+
+
 def run_pretrain(ctx: RunContext, unit: PretrainUnit) -> dict[str, Any]:
     """Train (or resume) the encoder of `unit`, then store features of every requested epoch."""
     # the worker's side: torch and the trainers load here, never when planning
@@ -137,6 +162,7 @@ def run_pretrain(ctx: RunContext, unit: PretrainUnit) -> dict[str, Any]:
             seed=unit.data_seed,
             speed=speed,
             keep_epochs=unit.feature_epochs,
+            on_epoch=curve_recorder(ctx, unit),
         )
         write_json(
             folder / "meta.json",

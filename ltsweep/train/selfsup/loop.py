@@ -72,6 +72,7 @@ class PretrainState:
     loss_history: list[float] = field(default_factory=list)
     knn_history: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
+    lr: float = 0.0  # the last step's learning rate (for the curve; not checkpointed)
 
 
 def monitor(
@@ -219,6 +220,7 @@ def pretrain(
             lr = learning_rate(state.step, total, warmup, settings.lr(), settings.schedule)
             for g in opt.param_groups:
                 g["lr"] = lr
+            state.lr = lr
             with autocast(device, speed):
                 loss = loss_fn(v1, v2)
             opt.zero_grad(set_to_none=True)
