@@ -518,6 +518,10 @@ def test_a_missing_run_folder_is_an_error_not_an_empty_report(tmp_path: Path) ->
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         write_report(tmp_path / "nowhere")
     assert not (tmp_path / "nowhere").exists()
+    started = tmp_path / "started"  # a run that has stored nothing yet: an empty report
+    started.mkdir()
+    (started / "sweep.yaml").write_text("name: started\n")
+    assert "No finished result rows yet" in write_report(started).read_text()
 
 
 def test_cli_report_flags(run_dir: Path, tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from ltsweep.report.figures import FIGURE_NAMES
 from ltsweep.report.paper import compare_with_paper
 from ltsweep.report.tables import comparison_table, figure_table, pivot_tables, summary_lines
 from ltsweep.store.atomic import atomic_path, write_text
-from ltsweep.store.results import load_results
+from ltsweep.store.results import SCHEMA, load_results
 
 __all__ = ["write_report", "load_runs", "tsne_features", "FIGURE_NAMES", "FORMATS"]
 
@@ -169,7 +169,10 @@ def load_runs(
     """
     frames = []
     for run in _run_list(run_dir):
-        df = load_results(run, include_failed=include_failed)
+        if (run / "results").is_dir():
+            df = load_results(run, include_failed=include_failed)
+        else:  # started, nothing stored yet: no rows
+            df = SCHEMA.empty_table().to_pandas()
         frames.append(df.assign(run=str(run)))
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     if len(frames) > 1 and not df.empty:
