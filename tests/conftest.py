@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,10 +30,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 def tmp_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """pytest's tmp_path; for a SLURM test, a fresh folder under SHARED_TMP that every test
     node sees, removed after the test unless it failed (its logs are then kept)."""
+    name = re.sub(r"\W", "_", request.node.name)  # as pytest's own: no [ ] / in folder names
     if request.node.get_closest_marker("slurm") is None:
-        return tmp_path_factory.mktemp(request.node.name[:30], numbered=True)
+        return tmp_path_factory.mktemp(name[:30], numbered=True)
     SHARED_TMP.mkdir(parents=True, exist_ok=True)
-    path = SHARED_TMP / f"{request.node.name[:40]}-{os.getpid()}-{os.urandom(3).hex()}"
+    path = SHARED_TMP / f"{name[:40]}-{os.getpid()}-{os.urandom(3).hex()}"
     path.mkdir()
 
     def remove_unless_failed() -> None:
