@@ -48,6 +48,7 @@ from ltsweep.engine.driver_process import (
 from ltsweep.engine.progress import Progress
 from ltsweep.planning.plan import KINDS, make_plan
 from ltsweep.planning.state import assess
+from ltsweep.store import shared_rows
 from ltsweep.store.atomic import cleanup_temp, write_json, write_text
 from ltsweep.store.cache import CacheError
 from ltsweep.store.curves import progress_of
@@ -215,6 +216,12 @@ def prepare_run(sweep: Sweep, run_dir: Path, cache_dir: Path, say=None):
     assessment = assess(plan, run_dir, cache_dir, repair=True)
     for line in assessment.repaired:
         say(f"{line}; recomputed by this run")
+    reused = shared_rows.adopt(cache_dir, run_dir / "results", assessment.from_cache)
+    if reused:
+        say(
+            f"reusing {reused} results that a run sharing the cache computed (their rows keep its sweep name and seconds)"
+        )
+        assessment.done |= assessment.from_cache
     return assessment
 
 

@@ -23,16 +23,21 @@ def describe_plan(sweep: Sweep, run_dir: Path, cache_dir: Path, data_note: str =
     a = assess(plan, run_dir, cache_dir, verify=False)
     groups = finetune_groups(sweep, a.finetunes_todo)
     c = a.counts()
+
+    def stored(stage: str) -> str:
+        cached = c[stage].get("cached", 0)
+        return f"{c[stage]['done']} stored, " + (f"{cached} from the cache, " if cached else "")
+
     lines = [
         f"sweep {sweep.name!r}: {sweep.data.dataset}, SSL {', '.join(sweep.grid.ssl) or '-'}, "
         f"gamma {sweep.grid.gamma}, noise {sweep.grid.noise}",
         f"  pre-train jobs : {c['pretrain']['total']:>6}  ({c['pretrain']['done']} stored, {c['pretrain']['todo']} to run)",
-        f"  fine-tune trials: {c['finetune']['total']:>5}  ({c['finetune']['done']} stored, {c['finetune']['todo']} to run "
+        f"  fine-tune trials: {c['finetune']['total']:>5}  ({stored('finetune')}{c['finetune']['todo']} to run "
         f"in {len(groups)} Tune trial{'s' if len(groups) != 1 else ''})",
     ]
     if c["baseline"]["total"]:
         lines.append(
-            f"  baseline runs  : {c['baseline']['total']:>6}  ({c['baseline']['done']} stored, "
+            f"  baseline runs  : {c['baseline']['total']:>6}  ({stored('baseline')}"
             f"{c['baseline']['todo']} to run)"
         )
     cost = estimate(sweep, a.pretrains_todo, a.finetunes_todo, a.baselines_todo)

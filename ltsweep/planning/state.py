@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ltsweep.planning.plan import Plan
-from ltsweep.store import cache
+from ltsweep.store import cache, shared_rows
 from ltsweep.store.atomic import move_aside
 from ltsweep.store.results import stored_keys
 from ltsweep.units.baseline import BaselineUnit
@@ -28,6 +28,8 @@ class Assessment:
     baselines_todo: list[BaselineUnit] = field(default_factory=list)
     #: damaged stored files moved aside by `assess(..., repair=True)`, one line each
     repaired: list[str] = field(default_factory=list)
+    #: unit keys not in this run's results but computed by a run sharing the cache
+    from_cache: set[str] = field(default_factory=set)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Per stage: total, done, failed (last attempt), to do."""
@@ -49,6 +51,7 @@ class Assessment:
             out[stage] = {
                 "total": len(units),
                 "done": len(keys & self.done),
+                "cached": len(keys & self.from_cache),
                 "failed": len(keys & self.failed),
                 "todo": len(todo),
             }
@@ -69,8 +72,11 @@ def assess(
     done = stored_keys(results, "ok")
     failed = stored_keys(results, "failed") - done
     a = Assessment(plan, done, failed)
-    a.finetunes_todo = [u for u in plan.finetunes if u.key not in done]
-    a.baselines_todo = [u for u in plan.baselines if u.key not in done]
+    missing = {u.key for u in (*plan.finetunes, *plan.baselines)} - done
+    a.from_cache = missing & shared_rows.cached_keys(cache_dir) if missing else set()
+    stored = done | a.from_cache
+    a.finetunes_todo = [u for u in plan.finetunes if u.key not in stored]
+    a.baselines_todo = [u for u in plan.baselines if u.key not in stored]
     needed = {(u.pretrain_key, u.pretrain_epochs) for u in a.finetunes_todo}
     for p in plan.pretrains:
         redo = False

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ltsweep.store import shared_rows
 from ltsweep.store.results import unit_row, write_rows
 from ltsweep.sweep.base import SpecError
 from ltsweep.sweep.schema import Sweep
@@ -202,4 +203,5 @@ def record_rows(
         write_rows(ctx.results_dir, f"failed-{name}", failed_rows(f"{type(err).__name__}: {err}"))
         raise
     write_rows(ctx.results_dir, name, done)
+    shared_rows.keep(ctx.cache_dir, name, done)  # any run sharing the cache reuses them
     return done
