@@ -27,9 +27,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 from results_md import publish
 
+from ltsweep.data.base import ArrayImageSet
 from ltsweep.data.cifar import load_cifar
 from ltsweep.data.imbalance import long_tail_indices
 from ltsweep.device import Speed
@@ -53,6 +55,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--warmup-epochs", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--keep-every",
+        type=int,
+        default=1,
+        help="keep every k-th image of each class of the long-tailed subset (the ratio gamma "
+        "stays; 5: 2,482 images): a reduced run",
+    )
+    p.add_argument(
+        "--test-per-class", type=int, default=None, help="kNN on the first n test images per class"
+    )
     p.add_argument("--out", type=Path, help="append one JSON line per run")
     p.add_argument("--summarise", type=Path, nargs="+", help="JSON-lines files to tabulate")
     p.add_argument("--write", action="store_true")
@@ -63,7 +75,18 @@ def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     data = load_cifar("cifar10", args.root)
     index = long_tail_indices(data.train.labels, data.num_classes, args.gamma, 0)
-    batches = Batches(data.train, index, data.test, data.num_classes, data.mean, data.std)
+    labels = data.train.labels[index]
+    index = np.concatenate(
+        [index[labels == c][:: args.keep_every] for c in range(data.num_classes)]
+    )
+    test = data.test
+    if args.test_per_class:
+        tl = np.asarray(test.labels)
+        keep = np.concatenate(
+            [np.flatnonzero(tl == c)[: args.test_per_class] for c in range(data.num_classes)]
+        )
+        test = ArrayImageSet(np.asarray(test.images(keep)), tl[keep])
+    batches = Batches(data.train, index, test, data.num_classes, data.mean, data.std)
     settings = SSL_SETTINGS[args.method](
         epochs=args.epochs,
         batch_size=args.batch,
@@ -90,6 +113,9 @@ def run(args: argparse.Namespace) -> None:
             "width": args.width,
             "gamma": args.gamma,
             "n_train": len(index),
+            "n_test": len(test),
+            "keep_every": args.keep_every,
+            "test_per_class": args.test_per_class,
             "epochs": args.epochs,
             "batch": args.batch,
             "precision": args.precision,
@@ -115,11 +141,13 @@ def summarise(args: argparse.Namespace) -> None:
         "## bf16 pre-training: kNN accuracy against fp32 (issue 15)\n",
         "Command: `python benchmarks/bench_precision_accuracy.py --root DIR --precision P "
         f"--seeds {' '.join(str(s) for s in sorted({r['seed'] for r in rows}))} "
-        f"--epochs {r0['epochs']} --out P.jsonl` for P in fp32, bf16 (run side by side, "
+        f"--epochs {r0['epochs']} --keep-every {r0.get('keep_every', 1)}"
+        + (f" --test-per-class {r0['test_per_class']}" if r0.get("test_per_class") else "")
+        + " --out P.jsonl` for P in fp32, bf16 (run side by side, "
         f"{r0['threads']} thread each), then `--summarise`  ",
         f"Real CIFAR-10-LT, gamma {r0['gamma']:g} ({r0['n_train']} images), {r0['method']}, "
         f"ResNet18 width {r0['width']}, batch {r0['batch']}, {r0['epochs']} epochs, kNN "
-        "(k 200) on the 10,000 test images after the last epoch.\n",
+        f"(k 200) on {r0.get('n_test', 10000)} balanced test images after the last epoch.\n",
         "| precision | seed | kNN acc (%) | loss per epoch | seconds | finished | load avg |",
         "| --- | ---: | ---: | --- | ---: | --- | --- |",
     ]

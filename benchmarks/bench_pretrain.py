@@ -304,7 +304,7 @@ def speed_table(args: argparse.Namespace, device: torch.device) -> str:
                 g = rate / args.batch * flops / 1e9
                 mark = " **(default)**" if label == default_label else ""
                 lines.append(
-                    f"| {name} | {width} | {label}{mark} | {rate:.0f} | {rate / base:.2f} | "
+                    f"| {name} | {width} | {label}{mark} | {rate:.3g} | {rate / base:.2f} | "
                     f"{g:.0f} | {100 * g / mm['bf16']:.0f} | {100 * g / mm['fp32']:.0f} | {load_line()} |"
                 )
             lines.append(
