@@ -83,7 +83,7 @@ def unit_params(sweep, width: int) -> dict[str, int]:
         m = build_method(method, build_encoder(arch, width), sweep.ssl_settings(method))
         out[method] = n_params(m)
     one = n_params(Classifier(Backbone(arch, width, "cifar"), classes))
-    out |= {"ce": one, "dividemix": 2 * one}
+    out |= {"ce": one, "dividemix": 2 * one, "elr+": 4 * one}  # ELR+: 2 networks, 2 EMA copies
     return out
 
 
