@@ -349,7 +349,11 @@ def test_write_report(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     md = index.read_text()
     html = (tmp_path / "rep" / "index.html").read_text()
     pngs = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
-    expected = [f"{n}.png" for n in FIGURE_NAMES if n.startswith("fig") and "tsne" not in n]
+    expected = [
+        f"{n}.png"
+        for n in FIGURE_NAMES
+        if n.startswith("fig") and "tsne" not in n and n != "fig_pretrain_curves"
+    ]
     expected += ["fig78_tsne_cifar10.png", "fig78_tsne_clothing1m.png"]
     assert pngs == sorted(expected)
     for p in pngs:
@@ -532,3 +536,30 @@ def test_cli_report_flags(run_dir: Path, tmp_path: Path) -> None:
     )
     assert args.run_dir == [str(run_dir), str(tmp_path)]
     assert (args.format, args.dpi) == ("png,pdf", 200)
+
+
+def test_pretrain_curves_figure(tmp_path: Path) -> None:
+    from ltsweep.report.figures import fig_pretrain_curves
+    from ltsweep.report.tables import figure_table
+
+    rows = []
+    for g in (1.0, 10.0):
+        for seed in (0, 1):
+            for epoch in range(1, 9):
+                rows.append({"pretrain_key": f"k{g}{seed}", "method": "simsiam",
+                             "dataset": "cifar10", "gamma": g, "data_seed": seed, "epochs": 8,
+                             "epoch": epoch, "loss": -0.1 * epoch - 0.01 * seed,
+                             "knn_acc": 0.05 * epoch if epoch % 4 == 0 else np.nan,
+                             "lr": 0.1})  # fmt: skip
+    fig = fig_pretrain_curves(pd.DataFrame(rows))
+    fig.savefig(tmp_path / "c.png")
+    _png_ok(tmp_path / "c.png")
+    data = fig.ltsweep_data
+    knn = data[(data["metric"] == "knn_acc") & (data["gamma"] == 10)]
+    assert list(knn["epoch"]) == [4, 8] and knn["mean"].iloc[-1] == pytest.approx(40.0)
+    loss = data[(data["metric"] == "loss") & (data["gamma"] == 1) & (data["epoch"] == 8)]
+    assert loss["mean"].iloc[0] == pytest.approx(-0.805) and loss["n"].iloc[0] == 2
+    table = figure_table("fig_pretrain_curves", fig)
+    assert list(table["kNN % last"]) == ["40.0", "40.0"] and list(table["epochs"]) == [8, 8]
+    with pytest.raises(ValueError, match="no pre-training epochs"):
+        fig_pretrain_curves(pd.DataFrame(rows).iloc[:0])

@@ -111,6 +111,27 @@ def tsne_features(
     return found, skipped
 
 
+def pretrain_curves(runs: Sequence[Path]) -> tuple[pd.DataFrame | None, str]:
+    """The per-epoch pre-training table of the runs (`ltsweep.load_pretrains`), or None and
+    why it is not there."""
+    try:
+        from ltsweep import load_pretrains
+    except ImportError:
+        return None, "ltsweep.load_pretrains is not available"
+    frames, reasons = [], []
+    for run in runs:
+        try:
+            frames.append(load_pretrains(run))
+        except Exception as err:  # noqa: BLE001 - a run without curves is a skip, not a crash
+            reasons.append(f"{run}: {type(err).__name__}: {err}")
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        why = "no pre-training epochs recorded" + (f" ({'; '.join(reasons)})" if reasons else "")
+        return None, why
+    curves = pd.concat(frames, ignore_index=True)
+    return curves.drop_duplicates(["pretrain_key", "epoch"]).reset_index(drop=True), ""
+
+
 def _cache_dir(store: Any, run_dir: Path, cache_dir: str | Path | None) -> Path | str:
     """The feature cache, or a string saying why it cannot be found."""
     if cache_dir is not None:
@@ -308,6 +329,19 @@ def write_report(
             if fig is not None and fig_name == "fig6_pretrain_epochs":
                 what += f" {F.dataset_label(fig.ltsweep_dataset)}, {F.label(fig.ltsweep_method)}."
             add_figure(fig_name, _TITLES[fig_name], what, fig)
+
+        curves, why = pretrain_curves(runs)
+        if curves is None:
+            skipped.append(("fig_pretrain_curves", why))
+        else:
+            fig = attempt("fig_pretrain_curves", lambda: F.fig_pretrain_curves(curves))
+            add_figure(
+                "fig_pretrain_curves",
+                "Pre-training curves: SSL loss and kNN monitor per epoch",
+                "Not a figure of the paper: whether the encoders converged. Mean over data "
+                "seeds; the table gives the first and the last recorded epoch.",
+                fig,
+            )
 
         feats, tsne_skips = tsne_features(df, runs[0], cache_dir)
         skipped.extend(tsne_skips)

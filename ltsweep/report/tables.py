@@ -74,6 +74,20 @@ def figure_table(name: str, fig: Figure) -> pd.DataFrame:
         out = _wide(data, ["metric", "gamma"], column="pretrain_epochs")
         out.columns = [c if i < 2 else f"{c} ep." for i, c in enumerate(out.columns)]
         return out
+    if name == "fig_pretrain_curves":
+        rows = []
+        for (ds, m, g), cell in data.groupby(["dataset", "method", "gamma"], sort=False):
+            row = {"dataset": F.dataset_label(ds), "method": F.label(m), "gamma": F.fmt_num(g)}
+            for metric, head, fmt in (("loss", "loss", "{:.3f}"), ("knn_acc", "kNN %", "{:.1f}")):
+                sub = cell[cell["metric"] == metric].sort_values("epoch")
+                if not sub.empty:
+                    row[f"{head} at epoch {int(sub['epoch'].iloc[0])}"] = fmt.format(
+                        sub["mean"].iloc[0]
+                    )
+                    row[f"{head} last"] = fmt.format(sub["mean"].iloc[-1])
+            row["epochs"] = int(cell["epoch"].max())
+            rows.append(row)
+        return pd.DataFrame(rows).fillna("")
     if name.startswith("fig78_tsne"):
         s = fig.ltsweep_summary.copy()  # type: ignore[attr-defined]
         s["gamma"] = [F.fmt_num(g) for g in s["gamma"]]

@@ -19,9 +19,10 @@ Conventions shared by all figures:
   it and lists the figure as skipped.
 
 Owns `base` (orders, display names, the rows a figure plots, drawing helpers), `accuracy`
-(Figs. 3-5, Table 1) and `encoders` (Fig. 6, Figs. 7-8). Imports pandas, numpy and
-matplotlib's Agg canvas (scikit-learn for the t-SNE, when it is drawn); nothing else of
-ltsweep: the results table's columns are its interface.
+(Figs. 3-5, Table 1) and `encoders` (Fig. 6, Figs. 7-8, the pre-training curves). Imports
+pandas, numpy and matplotlib's Agg canvas (scikit-learn for the t-SNE, when it is drawn);
+nothing else of ltsweep: the results table's columns (and `load_pretrains`') are its
+interface.
 """
 
 from ltsweep.report.figures.accuracy import (
@@ -45,6 +46,7 @@ from ltsweep.report.figures.base import (
 from ltsweep.report.figures.encoders import (
     fig6_pretrain_epochs,
     fig78_tsne,
+    fig_pretrain_curves,
     knn_separability,
     tsne_embed,
 )
@@ -66,6 +68,7 @@ __all__ = [
     "table1_clothing1m",
     "fig6_pretrain_epochs",
     "fig78_tsne",
+    "fig_pretrain_curves",
     "tsne_embed",
     "knn_separability",
 ]

@@ -114,6 +114,65 @@ def fig6_pretrain_epochs(
     return attach(fig, data, dataset=dataset, method=method, noise=noise)
 
 
+# ---------------------------------------------------------------------------- curves
+
+
+def fig_pretrain_curves(curves: pd.DataFrame) -> Figure:
+    """Self-supervised pre-training curves: (a) the SSL loss and (b) the kNN monitor accuracy
+    per epoch, one row of panels per (dataset, SSL method), one line per gamma (viridis, as
+    Fig. 6), mean over data seeds with the std as a band-free error bar where n > 1.
+
+    `curves` is `ltsweep.load_pretrains(run)` (one row per pre-train and epoch). Not a figure
+    of the paper: it shows whether the encoders converged. `ltsweep_data`: dataset, method,
+    metric (loss | knn_acc), gamma, epoch, mean, std, n (kNN in %).
+    """
+    if curves is None or curves.empty:
+        raise ValueError("no pre-training epochs recorded (ltsweep.load_pretrains is empty)")
+    parts = []
+    for metric, scale in (("loss", 1.0), ("knn_acc", 100.0)):
+        rows = curves[curves[metric].notna()]
+        got = summarize(rows, ["dataset", "method", "gamma", "epoch"], value=metric, scale=scale)
+        parts.append(got.assign(metric=metric))
+    data = pd.concat(parts, ignore_index=True)
+    if data.empty:
+        raise ValueError("no pre-training epoch has a loss or a kNN accuracy")
+    keys = data[["dataset", "method"]].drop_duplicates()
+    datasets = ordered(keys["dataset"].tolist(), tuple(DATASETS))
+    cells = [
+        (d, m)
+        for d in datasets
+        for m in ordered(keys.loc[keys["dataset"] == d, "method"].tolist(), SSL_ORDER)
+    ]
+    fig, axes = new_figure(len(cells), 2, width=5.0, height=3.2)
+    gammas = sorted(data["gamma"].unique())
+    ylabels = {"loss": "SSL loss", "knn_acc": "kNN accuracy (%)"}
+    for i, (ds, m) in enumerate(cells):
+        for ax, metric in zip(axes[i], ("loss", "knn_acc"), strict=True):
+            sub = data[(data["dataset"] == ds) & (data["method"] == m) & (data["metric"] == metric)]
+            if sub.empty:
+                blank(ax, "no kNN values recorded" if metric == "knn_acc" else "no data")
+                continue
+            for g in sorted(sub["gamma"].unique()):
+                line = sub[sub["gamma"] == g].sort_values("epoch")
+                ax.errorbar(
+                    line["epoch"].to_numpy(float),
+                    line["mean"].to_numpy(float),
+                    yerr=error_bars(line),
+                    capsize=2,
+                    marker="o" if len(line) <= 30 else None,
+                    markersize=3,
+                    color=colormaps["viridis"](0.85 * gammas.index(g) / max(1, len(gammas) - 1)),
+                    label=f"gamma = {fmt_num(g)}",
+                )
+            ax.set_xlabel("pre-training epoch")
+            ax.set_ylabel(ylabels[metric])
+            ax.set_title(f"{dataset_label(ds)}, {label(m)}", fontsize=10)
+    figure_legend(fig, axes)
+    fig.suptitle("Self-supervised pre-training: loss and kNN monitor per epoch")
+    cols = ["dataset", "method", "metric", "gamma", "epoch", "mean", "std", "n"]
+    return attach(fig, data[cols])
+
+
 # ---------------------------------------------------------------------------- Figs. 7-8
 
 
