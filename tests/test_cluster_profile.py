@@ -314,3 +314,33 @@ def test_worker_waits_for_the_driver_or_a_lost_head(
     reachable[0] = False
     monkeypatch.setattr(sweep_job, "_HEAD_LOST_S", 0.2)
     job._run_worker(["ray", "start"], "head", 1234, tmp_path / "never")  # head gone: leaves
+
+
+def test_a_worker_that_joins_after_the_driver_finished_leaves_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A driver with nothing left to do ends before its workers join: they must not fail the
+    job (the head is gone, or `ray start` fails as it stops), since the done marker is there."""
+    import subprocess
+
+    from ltsweep.sweep.schema import Sweep
+
+    prof = parse_profile({"partition": "d", "cpus_per_node": 1, "time_limit": 5})
+    job = slurm.SweepJob(Sweep(name="t"), tmp_path, tmp_path / "cache", prof)
+    marker = tmp_path / "driver-done.0"
+    marker.touch()
+    monkeypatch.setattr(sweep_job, "wait_reachable", lambda host, port, timeout_s: False)
+    started: list[list[str]] = []
+    monkeypatch.setattr(job, "_start_ray", started.append)
+    job._run_worker(["ray", "start"], "head", 1234, marker)  # head gone: returns
+    assert started == []
+
+    def failing_start(argv: list[str]) -> None:
+        raise subprocess.CalledProcessError(1, argv)
+
+    monkeypatch.setattr(sweep_job, "wait_reachable", lambda host, port, timeout_s: True)
+    monkeypatch.setattr(job, "_start_ray", failing_start)
+    job._run_worker(["ray", "start"], "head", 1234, marker)  # ray start failed after the end
+    marker.unlink()
+    with pytest.raises(subprocess.CalledProcessError):  # ... but not before it
+        job._run_worker(["ray", "start"], "head", 1234, marker)

@@ -12,10 +12,12 @@ live under a shared directory (`shared_dir`), not pytest's /tmp: each node has i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +125,18 @@ def submit(
     return ltsweep_cmd(*args, cwd=run_dir.parent)
 
 
+@contextlib.contextmanager
+def running_job(sweep_file: Path, run_dir: Path, **kw: Path) -> Iterator[str]:
+    """Submit the sweep; yield its job id; `scancel` it however the test ends (a job that has
+    ended ignores that)."""
+    assert submit(sweep_file, run_dir, **kw).returncode == 0
+    job_id = job_id_of(run_dir)
+    try:
+        yield job_id
+    finally:
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+
+
 def job_id_of(run_dir: Path) -> str:
     return str(slurm.read_record(run_dir)["job_id"])
 
@@ -213,9 +227,7 @@ def test_three_nodes_give_the_local_rows_and_share_the_work(nodes, shared_dir):
 def test_a_lost_worker_node_costs_no_row(nodes, shared_dir):
     sweep_file = three_pretrain_sweep(shared_dir)
     run_dir = shared_dir / "run"
-    assert submit(sweep_file, run_dir).returncode == 0
-    job_id = job_id_of(run_dir)
-    try:
+    with running_job(sweep_file, run_dir) as job_id:
         victim = wait_until(
             lambda: next((n for n in nodes[1:3] if unit_running_on(n, job_id)), None),
             600,
@@ -225,8 +237,6 @@ def test_a_lost_worker_node_costs_no_row(nodes, shared_dir):
         killed = kill_job_ray(victim, job_id)
         assert killed
         assert wait_for_end(run_dir) == "COMPLETED"
-    finally:
-        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
     assert_complete(sweep_file, run_dir)
     assert all(p.stat().st_mtime_ns == t for p, t in before.items()), "a finished unit was redone"
     assert "lost its worker" in (run_dir / "logs" / "driver.log").read_text()
@@ -236,10 +246,8 @@ def test_a_lost_worker_node_costs_no_row(nodes, shared_dir):
 def test_a_killed_head_fails_clearly_and_a_new_submission_finishes(nodes, shared_dir):
     sweep_file = three_pretrain_sweep(shared_dir)
     run_dir = shared_dir / "run"
-    assert submit(sweep_file, run_dir).returncode == 0
-    job_id = job_id_of(run_dir)
-    head = nodes[0]
-    try:
+    with running_job(sweep_file, run_dir) as job_id:
+        head = nodes[0]
         wait_until(lambda: (run_dir / "results").is_dir() and stored_mtimes(run_dir), 600, "a row")
         before = stored_mtimes(run_dir)
         task = [p for p in node_pids(head) if b"submitit.core._submit" in _cmdline(p)]
@@ -252,8 +260,6 @@ def test_a_killed_head_fails_clearly_and_a_new_submission_finishes(nodes, shared
         # the workers left within their grace time, so the job ended soon after
         assert time.monotonic() - t_kill < sweep_job._HEAD_LOST_S + 60
         assert state in ("FAILED", "COMPLETED", "CANCELLED") or state.startswith("NODE")
-    finally:
-        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
     assert_no_ray_left(nodes, job_id)
     status = ltsweep_cmd("status", str(run_dir), cwd=shared_dir)
     assert f"SLURM job {job_id}: {state}" in status.stdout
@@ -271,9 +277,7 @@ def test_a_killed_head_fails_clearly_and_a_new_submission_finishes(nodes, shared
 def test_requeue_of_a_multi_node_job_resumes_and_is_counted(nodes, shared_dir):
     sweep_file = three_pretrain_sweep(shared_dir)
     run_dir = shared_dir / "run"
-    assert submit(sweep_file, run_dir).returncode == 0
-    job_id = job_id_of(run_dir)
-    try:
+    with running_job(sweep_file, run_dir) as job_id:
         wait_until(
             lambda: list((shared_dir / ".cache" / "features").rglob("*.json")),
             600,
@@ -285,8 +289,6 @@ def test_requeue_of_a_multi_node_job_resumes_and_is_counted(nodes, shared_dir):
         before = stored_mtimes(run_dir)
         release_requeued(job_id)
         assert wait_for_end(run_dir) == "COMPLETED"
-    finally:
-        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
     assert_complete(sweep_file, run_dir)
     assert all(p.stat().st_mtime_ns == t for p, t in before.items()), "a finished unit was redone"
     assert slurm.requeue_count(run_dir) == 1
@@ -367,33 +369,29 @@ def test_workers_leave_within_their_grace_when_they_lose_the_head(nodes, shared_
     sweep ends complete, the lost units retried on the head."""
     sweep_file = three_pretrain_sweep(shared_dir)
     run_dir = shared_dir / "run"
-    assert submit(sweep_file, run_dir).returncode == 0
-    job_id = job_id_of(run_dir)
     head, workers = nodes[0], nodes[1:3]
     rules = [["INPUT", "-i", "eth0", "-p", "tcp", "-s", _address(n), "-j", "DROP"] for n in workers]
     iptables = ["ip", "netns", "exec", _netns_of(head), "iptables"]
-    try:
-        wait_until(
-            lambda: any(unit_running_on(n, job_id) for n in workers), 600, "a unit on a worker"
-        )
-        for rule in rules:
-            subprocess.run([*iptables, "-I", *rule], check=True, timeout=30)
-        t_cut = time.monotonic()
-        grace = sweep_job._HEAD_LOST_S + 3 * sweep_job._WORKER_POLL_S + 15
-        wait_until(
-            lambda: not any(_worker_tasks(n) or job_ray_pids(n, job_id) for n in workers),
-            grace,
-            "the workers to leave",
-        )
-        assert time.monotonic() - t_cut <= grace
-        assert slurm.job_state(run_dir) == "RUNNING"  # the head still drives the sweep
-    finally:
-        for rule in rules:
-            subprocess.run([*iptables, "-D", *rule], capture_output=True, timeout=30)
-    try:
+    with running_job(sweep_file, run_dir) as job_id:
+        try:
+            wait_until(
+                lambda: any(unit_running_on(n, job_id) for n in workers), 600, "a unit on a worker"
+            )
+            for rule in rules:
+                subprocess.run([*iptables, "-I", *rule], check=True, timeout=30)
+            t_cut = time.monotonic()
+            grace = sweep_job._HEAD_LOST_S + 3 * sweep_job._WORKER_POLL_S + 15
+            wait_until(
+                lambda: not any(_worker_tasks(n) or job_ray_pids(n, job_id) for n in workers),
+                grace,
+                "the workers to leave",
+            )
+            assert time.monotonic() - t_cut <= grace
+            assert slurm.job_state(run_dir) == "RUNNING"  # the head still drives the sweep
+        finally:
+            for rule in rules:
+                subprocess.run([*iptables, "-D", *rule], capture_output=True, timeout=30)
         assert wait_for_end(run_dir) == "COMPLETED"
-    finally:
-        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
     logs = "".join(p.read_text() for p in (run_dir / "logs" / "slurm").rglob("*_log.err"))
     assert logs.count("is gone for") + logs.count("this node's Ray died") == 2
     assert_complete(sweep_file, run_dir)

@@ -201,9 +201,22 @@ class SweepJob(Checkpointable):
             box["error"] = err
 
     def _run_worker(self, argv: list[str], head: str, port: int, done_marker: Path) -> None:
-        if not wait_reachable(head, port, _HEAD_WAIT_S):
-            raise RuntimeError(f"the Ray head {head}:{port} was not reachable in {_HEAD_WAIT_S}s")
-        self._start_ray(argv)
+        deadline = time.monotonic() + _HEAD_WAIT_S
+        while not wait_reachable(head, port, _WORKER_POLL_S):
+            if done_marker.exists():
+                _log("the driver finished before this node joined; leaving")
+                return  # it had nothing (left) to do
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the Ray head {head}:{port} was not reachable in {_HEAD_WAIT_S}s"
+                )
+        try:
+            self._start_ray(argv)
+        except subprocess.CalledProcessError:
+            if done_marker.exists():  # the head finished (and stopped) while this node joined
+                _log("the driver finished before this node joined; leaving")
+                return
+            raise
         lost_since: float | None = None
         ray_seen = False
         while not done_marker.exists():
