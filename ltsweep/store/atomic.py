@@ -45,7 +45,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path to write; on success it is renamed to `path`."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{target.name}.", suffix=_temp_suffix(), dir=target.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".tmp-{target.name}.", suffix=_temp_suffix(), dir=target.parent
+    )
     os.close(fd)
     try:
         yield Path(tmp)
