@@ -119,6 +119,9 @@ def test_damaged_files_are_moved_aside_and_recomputed(reference, tmp_path, how):
     shutil.copytree(reference / "cache", tmp_path / "cache")
     shutil.copy(reference / "sweep.yaml", tmp_path / "sweep.yaml")
     run, cache = tmp_path / "run", tmp_path / "cache"
+    # the cache's copies of the rows go too: removed results must be recomputed here, not
+    # reused from the cache (a run sharing the cache reuses them, #14)
+    shutil.rmtree(cache / "rows")
     results = run / "results"
     rows = _rows(results)
     want = _table(reference / "run")
