@@ -9,26 +9,23 @@ and the report (matplotlib) are imported by the commands that use them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from ltsweep.engine.local_checks import check_address, check_gpu
 from ltsweep.planning.describe import describe_plan
-from ltsweep.planning.plan import make_plan
 from ltsweep.planning.preflight import (
     check_data,
     check_label_values,
     check_run_folder,
     check_writable,
 )
-from ltsweep.planning.state import assess
+from ltsweep.status import check_record, status_text
 from ltsweep.store.cache import default_cache_dir, run_cache_dir
-from ltsweep.store.curves import progress_of
 from ltsweep.store.lock import describe as describe_lock
 from ltsweep.store.lock import read_lock, stale_reason
 from ltsweep.store.results_view import FORMATS, METRICS, ViewError, results_text
@@ -37,8 +34,6 @@ from ltsweep.sweep.cluster_profile import load_profile
 from ltsweep.sweep.schema import SpecError, Sweep, check_label_file, load_sweep, parse_sweep
 
 EXIT_USAGE = 2
-#: how long `run --address` waits for the Ray cluster to answer before giving up
-ADDRESS_TIMEOUT_S = 45.0
 
 
 def _run_dir(sweep: Sweep, given: str | None) -> Path:
@@ -67,68 +62,6 @@ def _load_run(run_dir: Path) -> tuple[Sweep, Path]:
     return sweep, cache_dir
 
 
-def _check_address(address: str) -> None:
-    """`--address` names a Ray cluster that answers (else ray.init would wait for minutes)."""
-    if address == "auto":
-        return
-    hostport = address.split("://", 1)[-1]
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise SpecError(f"--address: {address!r} is not HOST:PORT of a Ray cluster's head")
-    try:
-        with socket.create_connection((host, int(port)), timeout=10):
-            pass
-    except (OSError, ValueError, OverflowError) as err:
-        raise SpecError(
-            f"--address: no Ray cluster answers at {host}:{port} ({err.strerror or err})"
-        ) from None
-    # something listens: is it a Ray cluster? ray.init would wait for it without end, so a
-    # child process asks, and is killed after ADDRESS_TIMEOUT_S
-    probe = (
-        "import logging, ray, sys\n"
-        f"ray.init(address={address!r}, logging_level=logging.ERROR, log_to_driver=False)\n"
-        "print(ray.cluster_resources().get('CPU', 0))\n"
-    )
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", probe],
-            capture_output=True,
-            text=True,
-            timeout=ADDRESS_TIMEOUT_S,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired:
-        raise SpecError(
-            f"--address: {address} answers but is no Ray cluster that ltsweep could join within "
-            f"{ADDRESS_TIMEOUT_S:.0f} s"
-        ) from None
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise SpecError(
-            f"--address: cannot join the Ray cluster at {address}: {one_line(last, 200)}"
-        )
-
-
-def _check_gpu(sweep: Sweep, source: str) -> None:
-    """A local run that asks for a GPU (device cuda, or GPU resources) has one."""
-    wants = [
-        f"resources.{kind}.gpu"
-        for kind in ("pretrain", "finetune")
-        if getattr(sweep.resources, kind).gpu > 0
-    ]
-    if sweep.execution.device == "cuda":
-        wants.insert(0, "execution.device")
-    if not wants:
-        return
-    import torch  # only a local run that asks for a GPU pays for this import
-
-    if not torch.cuda.is_available():
-        raise SpecError(
-            f"{source}: {wants[0]}: a GPU is asked for but this machine has none (set "
-            "execution.device: cpu and resources.*.gpu: 0, or run with --cluster)"
-        )
-
-
 def _preflight(args: argparse.Namespace, sweep: Sweep, run_dir: Path, cache_dir: Path) -> None:
     """Everything `run` can check before it writes anything (one line, exit 2, if not)."""
     check_data(sweep, args.sweep)
@@ -146,9 +79,9 @@ def _preflight(args: argparse.Namespace, sweep: Sweep, run_dir: Path, cache_dir:
     if args.cluster:
         return
     if args.address:
-        _check_address(args.address)
+        check_address(args.address)
     else:
-        _check_gpu(sweep, args.sweep)
+        check_gpu(sweep, args.sweep)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -257,100 +190,8 @@ def cmd_results(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     sweep, cache_dir = _load_run(run_dir)
-    assessment = assess(make_plan(sweep), run_dir, cache_dir, verify=False)
-    counts = assessment.counts()
-    job = _slurm_job(run_dir)
-    # the job's driver runs only while SLURM runs the job (its heartbeat outlives a kill -9)
-    job_ended = job is not None and job["state"] not in ("RUNNING", "unknown")
-    running = {} if job_ended else _driver_running(run_dir)
-    print(f"sweep {sweep.name!r} in {run_dir}")
-    print(f"{'stage':<10} {'done':>6} {'running':>8} {'failed':>7} {'to do':>7} {'total':>7}")
-    for stage, c in counts.items():
-        if not c["total"]:
-            continue
-        r = running.get(stage, 0)
-        todo = max(0, c["todo"] - r - (c["failed"] if stage != "pretrain" else 0))
-        print(f"{stage:<10} {c['done']:>6} {r:>8} {c['failed']:>7} {todo:>7} {c['total']:>7}")
-    for unit in assessment.pretrains_todo:  # half-done pre-trains: where their curves stand
-        epoch, total = progress_of(cache_dir, unit.key)
-        if epoch:
-            print(
-                f"  pre-train {unit.method} gamma {unit.gamma:g} data seed {unit.data_seed}: "
-                f"epoch {epoch} of {total}"
-            )
-    print("driver: not running" if job_ended else _driver_line(run_dir))
-    if job is not None:
-        print(_slurm_line(job))
+    print(status_text(run_dir, sweep, cache_dir))
     return 0
-
-
-def _driver_info(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "driver.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _driver_alive(info: dict) -> bool:
-    if not info.get("running"):
-        return False
-    if info.get("host") == socket.gethostname():
-        try:
-            os.kill(int(info["pid"]), 0)
-        except (OSError, ValueError, KeyError):
-            return False
-        return True
-    return time.time() - float(info.get("time", 0)) < 600  # another host: trust a recent heartbeat
-
-
-def _driver_running(run_dir: Path) -> dict[str, int]:
-    info = _driver_info(run_dir)
-    return dict(info.get("units_running", {})) if _driver_alive(info) else {}
-
-
-def _driver_line(run_dir: Path) -> str:
-    info = _driver_info(run_dir)
-    if not info:
-        return "driver: never started"
-    if _driver_alive(info):
-        return f"driver: running (pid {info['pid']} on {info['host']})"
-    return "driver: not running"
-
-
-def _slurm_job(run_dir: Path) -> dict | None:
-    """The run's SLURM job as status shows it (record, live state, requeues), or None."""
-    if not (run_dir / "slurm.json").is_file():
-        return None
-    from ltsweep.engine import slurm  # submitit: only with a SLURM job
-
-    _check_record(run_dir, slurm.read_record(run_dir))
-    return {
-        "record": slurm.read_record(run_dir) or {},
-        "state": slurm.job_state(run_dir) or "unknown",
-        "requeues": slurm.requeue_count(run_dir),
-        "active_states": slurm.ACTIVE_STATES | {"unknown"},
-    }
-
-
-def _check_record(run_dir: Path, record: dict | None) -> None:
-    if record is not None and not str(record.get("job_id", "")).strip():
-        raise SpecError(f"{run_dir / 'slurm.json'}: not a SLURM record (no job_id)")
-
-
-def _slurm_line(job: dict) -> str:
-    """`SLURM job 12: RUNNING, requeued 2 time(s) (1 by ltsweep at its time limit)`, and for
-    a job that ended without finishing, the command that finishes what is missing."""
-    record, state, requeues = job["record"], job["state"], job["requeues"]
-    line = f"SLURM job {record.get('job_id')}: {state}"
-    if requeues:
-        own = int(record.get("requeues", 0))
-        line += f", requeued {requeues} time(s)" + (
-            f" ({own} by ltsweep at its time limit)" if own else ""
-        )
-    if state not in job["active_states"] and state != "COMPLETED":
-        again = record.get("command") or "ltsweep run SWEEP --cluster PROFILE --run-dir RUN"
-        line += f"\nthe job ended {state}: `{again}` finishes what is missing"
-    return line
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -359,7 +200,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "slurm.json").is_file():
         raise SpecError(f"{run_dir}: no SLURM job recorded (slurm.json missing)")
-    _check_record(run_dir, slurm.read_record(run_dir))
+    check_record(run_dir, slurm.read_record(run_dir))
     try:
         job_id = slurm.cancel(run_dir)
     except (OSError, subprocess.SubprocessError) as err:

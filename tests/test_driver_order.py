@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import yaml
 from conftest import TINY_SWEEP
 
-from ltsweep.engine.ray_driver import _work_items
+from ltsweep.engine.work_queue import work_items as _work_items
 from ltsweep.planning.plan import make_plan
 from ltsweep.sweep.schema import parse_sweep
 

@@ -14,14 +14,12 @@ experiment state is kept under `<run>/tune/` for debugging only and never read b
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +32,6 @@ os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # ltsweep handles Ctr
 import ray  # noqa: E402
 import yaml  # noqa: E402
 from ray import tune  # noqa: E402
-from ray.tune import Callback  # noqa: E402
-from ray.tune.search import Searcher  # noqa: E402
 
 from ltsweep.engine import progress as progress_view
 from ltsweep.engine.driver_process import (
@@ -45,7 +41,13 @@ from ltsweep.engine.driver_process import (
     keep_sigterm,
     log_ray_to_file,
 )
-from ltsweep.engine.progress import Progress
+from ltsweep.engine.tune_callbacks import ProgressCallback, config_name, tensorboard, trial_name
+from ltsweep.engine.work_queue import (
+    FAILED,
+    DependencySearcher,
+    failed_result,
+    work_items,
+)
 from ltsweep.planning.plan import KINDS, make_plan
 from ltsweep.planning.state import assess
 from ltsweep.store import shared_rows
@@ -55,44 +57,10 @@ from ltsweep.store.curves import progress_of
 from ltsweep.store.lock import LockHeld, RunLock
 from ltsweep.store.results import prune_failed, quarantine_results, write_rows
 from ltsweep.sweep.schema import SpecError, Sweep, check_data_root
-from ltsweep.units import baseline, finetune, pretrain
+from ltsweep.units import finetune
 from ltsweep.units.base import RunContext
 
 log = logging.getLogger("ltsweep.driver")
-
-
-def _work_items(assessment, sweep: Sweep) -> tuple[list[dict], dict[str, list[dict]]]:
-    """Tune configs: what is ready now, and what waits for a pre-train (by pre-train key).
-
-    Ready work is handed out in this order: pre-trains (they unlock the most), then fine-tune
-    groups whose features are stored (cheap; a resumed or second sweep has many), then the
-    baselines (long); fine-tunes released later by a finished pre-train jump ahead of the
-    baselines still queued (`DependencySearcher.on_trial_complete`).
-    """
-    pending = {p.key for p in assessment.pretrains_todo}
-    ready = [pretrain.config(p) for p in assessment.pretrains_todo]
-    waiting: dict[str, list[dict]] = {}
-    for group in finetune.finetune_groups(sweep, assessment.finetunes_todo):
-        if group[0].depends_on in pending:
-            waiting.setdefault(group[0].depends_on, []).append(finetune.config(group))
-        else:
-            ready.append(finetune.config(group))
-    ready += [baseline.config(b) for b in assessment.baselines_todo]
-    return ready, waiting
-
-
-FAILED = "failed"  # the key of a trial's report whose unit raised (its value: the error)
-
-
-def failed_result(result: dict | None) -> bool:
-    return bool((result or {}).get(FAILED))
-
-
-def units_of(config: dict) -> tuple[str, int]:
-    """(progress stage, number of units) of a Tune config."""
-    if config["kind"] == "finetune":
-        return "finetune", len(config["units"])
-    return config["kind"], 1
 
 
 def _trainable(config: dict, ctx_blob: dict) -> None:
@@ -118,66 +86,11 @@ def _trainable(config: dict, ctx_blob: dict) -> None:
     except Exception as err:  # noqa: BLE001 - recorded, reported, retried by the next run
         logs = ctx.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        write_text(logs / f"{_config_name(config)}.error.txt", traceback.format_exc())
+        write_text(logs / f"{config_name(config)}.error.txt", traceback.format_exc())
         message = f"{type(err).__name__}: {err}"
         tune.report({"seconds": time.perf_counter() - t0, FAILED: message})
         return
     tune.report({"seconds": time.perf_counter() - t0})
-
-
-class DependencySearcher(Searcher):
-    """Hands out ready work; a finished pre-train unlocks its fine-tunes.
-
-    Live driver-side objects (the stop event, the failure callback) are dropped when Tune
-    pickles the searcher into its experiment state, which ltsweep never reads back.
-    """
-
-    def __init__(
-        self,
-        ready: list[dict],
-        waiting: dict[str, list[dict]],
-        stop_event: threading.Event,
-        on_pretrain_failed: Callable[[dict, list[dict]], None],
-    ) -> None:
-        super().__init__()
-        self.ready, self.waiting, self.running = list(ready), dict(waiting), {}
-        self.stop_event, self.on_pretrain_failed = stop_event, on_pretrain_failed
-
-    def suggest(self, trial_id: str):
-        if self.stop_event.is_set():
-            return Searcher.FINISHED
-        if self.ready:
-            self.running[trial_id] = self.ready.pop(0)
-            return self.running[trial_id]
-        return None if self.waiting else Searcher.FINISHED
-
-    def on_trial_complete(
-        self, trial_id: str, result: dict | None = None, error: bool = False
-    ) -> None:
-        config = self.running.pop(trial_id, None)
-        if config is None or config["kind"] != "pretrain":
-            return
-        released = self.waiting.pop(config["unit"]["key"], [])
-        if error or failed_result(result):
-            self.on_pretrain_failed(config, released)
-        else:
-            self.ready[0:0] = released  # fine-tunes are cheap: run them before queued long units
-
-    def __getstate__(self) -> dict:
-        return {
-            "ready": self.ready,
-            "waiting": self.waiting,
-            "running": self.running,
-            "stop_event": None,
-            "on_pretrain_failed": None,
-        }
-
-    def save(self, checkpoint_path: str) -> None:
-        write_json(checkpoint_path, {"ready": self.ready, "waiting": self.waiting})
-
-    def restore(self, checkpoint_path: str) -> None:
-        state = json.loads(Path(checkpoint_path).read_text())
-        self.ready, self.waiting = state["ready"], state["waiting"]
 
 
 def _check_resources(sweep: Sweep, cluster: dict[str, float]) -> None:
@@ -276,7 +189,7 @@ def _run_locked(
         assessment = prepare_run(sweep, run_dir, cache_dir, say)
     except CacheError as err:
         raise SpecError(str(err)) from None
-    ready, waiting = _work_items(assessment, sweep)
+    ready, waiting = work_items(assessment, sweep)
     todo = {
         "pretrain": len(assessment.pretrains_todo),
         "finetune": len(assessment.finetunes_todo),
@@ -383,7 +296,7 @@ def _run_tuner(
         "cpus": {k: r.cpu for k, r in res.items()},
     }
     trainable = tune.with_resources(tune.with_parameters(_trainable, ctx_blob=ctx_blob), resources)
-    callbacks = [_ProgressCallback(progress, run_dir), *_tensorboard()]
+    callbacks = [ProgressCallback(progress, run_dir), *tensorboard()]
     n_items = len(ready) + sum(len(v) for v in waiting.values())
     tuner = tune.Tuner(
         trainable,
@@ -391,8 +304,8 @@ def _run_tuner(
             search_alg=searcher,
             num_samples=n_items,
             reuse_actors=True,
-            trial_name_creator=_trial_name,
-            trial_dirname_creator=_trial_name,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name,
         ),
         run_config=tune.RunConfig(
             name="tune",
@@ -433,78 +346,6 @@ def resumed_pretrains(cache_dir: Path, todo: list) -> str:
     )
 
 
-def _tensorboard() -> list:
-    """Tune's TensorBoard writer when tensorboardX is installed: `tensorboard --logdir RUN/tune`
-    shows the pre-trains' curves live (ltsweep turns Tune's other file loggers off)."""
-    try:
-        import tensorboardX  # noqa: F401
-    except ImportError:
-        return []
-    from ray.tune.logger import TBXLoggerCallback
-
-    return [TBXLoggerCallback()]
-
-
-def _config_name(c: dict) -> str:
-    tag = c["unit"]["key"][:10] if c["kind"] != "finetune" else c["name"]
-    return f"{c['kind']}-{tag}"
-
-
-def _trial_name(trial) -> str:
-    return _config_name(trial.config)
-
-
 def _failed_row(sweep: Sweep, u: dict, message: str) -> dict:
     """The row of a fine-tune whose Tune trial died before its worker could write one."""
     return finetune.failed_row(sweep.name, finetune.FinetuneUnit(**u), message)
-
-
-class _ProgressCallback(Callback):
-    """Feeds the progress view and the heartbeat that `ltsweep status` reads."""
-
-    def __init__(self, progress: Progress | None, run_dir: Path) -> None:
-        self.progress, self.run_dir = progress, run_dir
-        self.active: dict[str, tuple[str, int, float]] = {}  # trial id -> (stage, units, start)
-
-    def __getstate__(self) -> dict:
-        return {"progress": None, "run_dir": self.run_dir, "active": {}}
-
-    def _beat(self) -> None:
-        counts: dict[str, int] = {}
-        for stage, n, _ in self.active.values():
-            counts[stage] = counts.get(stage, 0) + n
-        heartbeat(self.run_dir, running=True, counts=counts)
-
-    def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        if trial.trial_id in self.active:  # restarted after its worker was lost
-            return
-        stage, n = units_of(trial.config)
-        self.active[trial.trial_id] = (stage, n, time.monotonic())
-        if self.progress:
-            self.progress.started(stage, n, trial=trial.trial_id, config=trial.config)
-        self._beat()
-
-    def _end(self, trial, ok: bool) -> None:
-        if trial.trial_id not in self.active:
-            return
-        stage, n, t0 = self.active.pop(trial.trial_id)
-        if self.progress:
-            self.progress.finished(stage, n, ok, time.monotonic() - t0, trial=trial.trial_id)
-        self._beat()
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._end(trial, ok=not failed_result(trial.last_result))
-
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._end(trial, ok=False)
-
-    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        """Tune restarts a trial whose worker was lost: say so in driver.log."""
-        failures = trial.run_metadata.num_failures
-        log.warning(
-            "%s lost its worker (its node or process died); retry %d of at most %d on the "
-            "nodes that are left",
-            _trial_name(trial),
-            failures,
-            trial.max_failures,
-        )
