@@ -33,7 +33,9 @@ def status_text(run_dir: Path, sweep: Sweep, cache_dir: Path) -> str:
         if not c["total"]:
             continue
         r = running.get(stage, 0)
-        todo = max(0, c["todo"] - r - (c["failed"] if stage != "pretrain" else 0))
+        # a unit another run computed is still to do here: the next run copies its row
+        todo = c["todo"] + c.get("cached", 0)
+        todo = max(0, todo - r - (c["failed"] if stage != "pretrain" else 0))
         out.append(f"{stage:<10} {c['done']:>6} {r:>8} {c['failed']:>7} {todo:>7} {c['total']:>7}")
     for unit in assessment.pretrains_todo:  # half-done pre-trains: where their curves stand
         epoch, total = progress_of(cache_dir, unit.key)
