@@ -171,7 +171,10 @@ def _run_on_cluster(args: argparse.Namespace, sweep: Sweep, run_dir: Path, cache
         f"follow with `ltsweep status {run_dir}`"
     )
     if args.wait:
-        job.wait()
+        job.wait()  # the driver's result is written; SLURM may still be ending the job:
+        deadline = time.monotonic() + 120  # follow it until SLURM says it ended, as status will
+        while slurm.job_state(run_dir) in slurm.ACTIVE_STATES and time.monotonic() < deadline:
+            time.sleep(1.0)
         print(results_text(run_dir))
     return 0
 

@@ -343,7 +343,11 @@ def test_cancel_and_time_limit_leave_no_ray_on_any_node(nodes, shared_dir):
     short.write_text(yaml.safe_dump(profile))
     run_dir = shared_dir / "limited" / "run"
     run_dir.parent.mkdir()
-    assert submit(sweep_file, run_dir, profile=short).returncode == 0
+    long = yaml.safe_load(sweep_file.read_text())
+    long["ssl"]["simsiam"]["epochs"] = 400  # minutes of work: the limit, not the end, stops it
+    long_file = shared_dir / "long.yaml"
+    long_file.write_text(yaml.safe_dump(long))
+    assert submit(long_file, run_dir, profile=short).returncode == 0
     job_id = job_id_of(run_dir)
     # SIGUSR2 came 20 s before the limit; with no requeue left, submitit fails the job
     assert wait_for_end(run_dir, 300) in ("TIMEOUT", "FAILED")
