@@ -108,3 +108,22 @@ def slurm_cluster() -> str:
     if not set(state) & {"idle", "mixed", "allocated", "completing"}:
         pytest.skip(f"partition {partition!r} has no usable node (sinfo: {state})")
     return partition
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test, as a 1-CPU worker runs (exact results across runs)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The embedded digits data set at 16 px, 40 test images per class (baseline tests)."""
+    from ltsweep.data.digits import load_digits_dataset
+
+    return load_digits_dataset(image_size=16, test_per_class=40)

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from ltsweep.data import long_tail_indices, symmetric_noise
-from ltsweep.data.digits import load_digits_dataset
 from ltsweep.sweep.baseline_settings import BaselineSettings, ELRPlusSettings
 from ltsweep.sweep.schema import parse_sweep
 from ltsweep.train.baselines.common import Backbone, Budget, TrainSet
@@ -43,17 +42,7 @@ REFERENCE_CONFIGS = {
 }  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits_dataset(image_size=16, test_per_class=40)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one thread, as in a worker
 
 
 def tiny_set(data, n: int, noise: float, seed: int) -> TrainSet:
