@@ -108,10 +108,11 @@ class SweepJob(Checkpointable):
         self._thread: threading.Thread | None = None
         self._job_id: str | None = None
         self._restart = 0
+        self._done_marker: Path | None = None  # a worker's: the driver is done when it exists
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_stop=None, _thread=None, _job_id=None)  # not picklable / per run
+        state.update(_stop=None, _thread=None, _job_id=None, _done_marker=None)  # per run
         return state
 
     # - the run -
@@ -125,6 +126,7 @@ class SweepJob(Checkpointable):
         os.environ.update(ray_auth_env(self.run_dir))  # for `ray start` and the driver
         restart = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
         self._restart = restart
+        self._done_marker = None  # set by a worker once it knows the marker; never the head
         done_marker = self.run_dir / LOG_SUBDIR / job_id / f"driver-done.{restart}"
         if len(hostnames) == 1:
             head_ip, node_ip = "127.0.0.1", None  # Ray maps loopback to its own address
@@ -152,8 +154,20 @@ class SweepJob(Checkpointable):
             stop_job_ray(job_id, restart=restart)
 
     def _start_ray(self, argv: list[str]) -> None:
+        """Run `ray start`; on a worker, give up at once when the driver's done marker appears
+        (a head that finished while this node joined would leave `ray start` retrying)."""
         _log("starting Ray: " + shlex.join(argv))
-        subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, timeout=300)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while proc.poll() is None:
+            marker = self._done_marker
+            if (marker is not None and marker.exists()) or time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                break
+            time.sleep(0.5)
+        if proc.returncode != 0:
+            raise subprocess.CalledProcessError(proc.returncode, argv)
 
     def _run_head(
         self, job_id: str, hostnames: list[str], restart: int, argv: list[str], address: str
@@ -210,6 +224,7 @@ class SweepJob(Checkpointable):
                 raise RuntimeError(
                     f"the Ray head {head}:{port} was not reachable in {_HEAD_WAIT_S}s"
                 )
+        self._done_marker = done_marker
         try:
             self._start_ray(argv)
         except subprocess.CalledProcessError:
