@@ -110,15 +110,26 @@ def slurm_cluster() -> str:
     return partition
 
 
-@pytest.fixture
-def one_thread():
-    """Torch on one thread for the test, as a 1-CPU worker runs (exact results across runs)."""
+def _torch_on_one_thread():
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test, as a 1-CPU worker runs (exact results across runs)."""
+    yield from _torch_on_one_thread()
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """The same for a whole module, module-scoped fixtures included (a reference run made
+    once per module would otherwise run on every thread, which crawls on a shared machine)."""
+    yield from _torch_on_one_thread()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ different unit, so that each is actually read again):
 
 * a results file (a baseline's Parquet);
 * a feature cache entry (.pt) and its checksum (.json) of pre-train A, whose fine-tune
-  results are removed so that the run needs the features;
+  results are removed so that the run needs the features, and the encoder snapshot those
+  features are made from (so the run makes it again from A's checkpoint);
 * pre-train B's last.pt, with its finished record, its features and its fine-tune results
   removed, so that the run resumes pre-train B from its checkpoint;
 * a baseline's last.pt, with its result removed, so that the run resumes it.
@@ -146,6 +147,7 @@ def test_damaged_files_are_moved_aside_and_recomputed(reference, tmp_path, how):
         victim_rows,
         features,
         features.with_suffix(".json"),
+        cache / "pretrain" / pre_a / "encoder-epoch00003.pt",
         cache / "pretrain" / pre_b / "last.pt",
         cache / "baseline" / baselines[1] / "last.pt",
     ):

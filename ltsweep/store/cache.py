@@ -10,7 +10,8 @@ checked against the SHA-256 recorded beside them: a swapped or truncated file is
 half-trusted. A run verifies every entry it will read before it schedules anything, moves a
 damaged one to `<cache>/.quarantine/` and recomputes it (`quarantine_features`). Training
 checkpoints (`save_checkpoint`) keep the previous one as `prev.pt`, both with a SHA-256
-beside them, so a damaged `last.pt` falls back to the one before (`load_checkpoint`). This
+beside them, so a damaged `last.pt` falls back to the one before (`load_checkpoint`); the
+encoder snapshots of kept epochs carry one too (`save_verified` / `load_verified`). This
 module imports torch lazily so that `ltsweep plan` / `status` stay fast.
 """
 
@@ -20,12 +21,14 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ltsweep.store.atomic import atomic_path, move_aside, write_json
 
 log = logging.getLogger("ltsweep.cache")
+T = TypeVar("T")
 
 
 #: what a damaged cache entry met by a worker says: the next run repairs it
@@ -141,7 +144,7 @@ def check_pretrain_meta(cache: Path, key: str) -> str | None:
     return None
 
 
-# --- training checkpoints: last.pt, and prev.pt to fall back on ------------------------------
+# --- files with their SHA-256 beside them: checkpoints and encoder snapshots ----------------
 
 
 def _digest_path(path: Path) -> Path:
@@ -152,11 +155,63 @@ def _previous(path: Path) -> Path:
     return path.with_name("prev" + path.suffix)
 
 
+def save_verified(path: str | os.PathLike[str], obj: Any) -> None:
+    """`torch.save` `obj` atomically, then its SHA-256 beside it as `<name>.sha256`, so that a
+    later truncation, bit flip or swap of the file is caught when it is read (a write cut off
+    midway never appears under `path`: the rename is atomic)."""
+    import torch
+
+    path = Path(path)
+    _digest_path(path).unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    with atomic_path(_digest_path(path)) as tmp:
+        tmp.write_text(_sha256(path) + "\n")
+
+
+def load_verified(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
+    """What `save_verified` stored at `path`, loaded with `weights_only=True` after its checksum
+    is checked (files from before checksums have none: `torch.load` alone decides). Raises
+    `CacheError` naming the file if it is missing, damaged or unreadable."""
+    import torch
+
+    path = Path(path)
+    digest = _digest_path(path)
+    try:
+        if digest.exists() and digest.read_text().strip() != _sha256(path):
+            raise CacheError(f"{path}: checksum mismatch")
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except CacheError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure means the file cannot be trusted
+        raise CacheError(f"{path}: unreadable ({type(err).__name__})") from None
+
+
+def set_aside(path: Path) -> Path:
+    """Move a damaged `path` (and its checksum) to `<its folder>/.quarantine/`; return where."""
+    moved = move_aside(path, path.parent)
+    if _digest_path(path).exists():
+        move_aside(_digest_path(path), path.parent)
+    return moved
+
+
+def verified_ok(path: Path) -> bool:
+    """`path` exists and matches its checksum (one without a checksum: loads with torch)."""
+    if not path.is_file():
+        return False
+    try:
+        load_verified(path)
+    except CacheError:
+        return False
+    return True
+
+
+# --- training checkpoints: last.pt, and prev.pt to fall back on ------------------------------
+
+
 def save_checkpoint(path: str | os.PathLike[str], blob: dict[str, Any]) -> None:
     """Write a training checkpoint atomically, with its SHA-256 beside it; the checkpoint it
     replaces is kept as `prev.pt` (a damaged `last.pt` falls back to it)."""
-    import torch
-
     path = Path(path)
     prev = _previous(path)
     if path.exists():
@@ -164,43 +219,33 @@ def save_checkpoint(path: str | os.PathLike[str], blob: dict[str, Any]) -> None:
         os.replace(path, prev)
         if _digest_path(path).exists():
             os.replace(_digest_path(path), _digest_path(prev))
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
-    with atomic_path(_digest_path(path)) as tmp:
-        tmp.write_text(_sha256(path) + "\n")
+    save_verified(path, blob)
 
 
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    import torch
-
-    digest = _digest_path(path)
-    if digest.exists():  # checkpoints from before checksums have none: torch.load decides
-        if digest.read_text().strip() != _sha256(path):
-            raise CacheError("checksum mismatch")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict):
-        raise CacheError(f"holds a {type(blob).__name__}, not a checkpoint")
-    return blob
-
-
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+def load_checkpoint(
+    path: str | os.PathLike[str], accept: Callable[[dict[str, Any]], T] | None = None
+) -> T | dict[str, Any] | None:
     """The newest intact training checkpoint: `last.pt`, else `prev.pt`, else None (train from
-    the start). A damaged one is moved to `<folder>/.quarantine/` with a warning in the log."""
+    the start). A damaged one, or one that `accept` (which applies it to the model and
+    optimiser) rejects by raising, is moved to `<folder>/.quarantine/` with a warning in the
+    log, and the next is tried. With `accept`, returns what it returned."""
     path = Path(path)
     for candidate in (path, _previous(path)):
         if not candidate.exists():
             continue
         try:
-            return _read_checkpoint(candidate)
+            blob = load_verified(candidate)
+            if not isinstance(blob, dict):
+                raise CacheError(f"holds a {type(blob).__name__}, not a checkpoint")
+            return blob if accept is None else accept(blob)
         except Exception as err:  # noqa: BLE001 - any failure means the file cannot be trusted
-            moved = move_aside(candidate, candidate.parent)
-            if _digest_path(candidate).exists():
-                move_aside(_digest_path(candidate), candidate.parent)
+            moved = set_aside(candidate)
+            why = str(err).splitlines()[0] if str(err) else ""
             log.warning(
                 "%s: damaged checkpoint (%s: %s), moved to %s; falling back to an earlier one",
                 candidate,
                 type(err).__name__,
-                str(err).splitlines()[0] if str(err) else "",
+                why.removeprefix(f"{candidate}: "),
                 moved,
             )
     return None

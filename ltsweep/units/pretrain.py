@@ -12,6 +12,7 @@ then stores the frozen features of every requested pre-train epoch
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,8 @@ from ltsweep.store.atomic import write_json
 from ltsweep.sweep import precision
 from ltsweep.sweep.schema import Resources, Sweep
 from ltsweep.units.base import RunContext, Unit, content_key
+
+log = logging.getLogger("ltsweep.pretrain")
 
 KIND = "pretrain"
 
@@ -136,7 +139,7 @@ def run_pretrain(ctx: RunContext, unit: PretrainUnit) -> dict[str, Any]:
     from ltsweep.models.resnet import build_encoder
     from ltsweep.train.selfsup.base import build_method
     from ltsweep.train.selfsup.features import snapshot_features
-    from ltsweep.train.selfsup.loop import Batches, pretrain
+    from ltsweep.train.selfsup.loop import Batches, pretrain, snapshot_intact
 
     sweep, ex = ctx.sweep, ctx.sweep.execution
     device = pick_device(ex.device)
@@ -152,6 +155,15 @@ def run_pretrain(ctx: RunContext, unit: PretrainUnit) -> dict[str, Any]:
         data.train, index, data.test, data.num_classes, data.mean, data.std, data.image_size
     )
     t0 = time.perf_counter()
+    missing = [
+        e for e in unit.feature_epochs if not cache.features_ready(ctx.cache_dir, unit.key, e)
+    ]
+    if cache.pretrain_done(ctx.cache_dir, unit.key) and not all(
+        snapshot_intact(folder, e) for e in missing
+    ):
+        # a kept encoder is lost: the pre-train makes it again (from its checkpoint, or anew)
+        moved = cache.set_aside(folder / "meta.json")
+        log.warning("%s: a kept snapshot is missing or damaged; record moved to %s", folder, moved)
     if not cache.pretrain_done(ctx.cache_dir, unit.key):
         state = pretrain(
             method,

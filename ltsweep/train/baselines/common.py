@@ -12,6 +12,7 @@ loop's are; on the CPU a resumed run ends bit-identical to one never interrupted
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -206,14 +207,18 @@ def save_checkpoint(path: Path, blob: dict[str, Any]) -> None:
     save_cache_checkpoint(path, blob | rng_state())  # keeps the previous one as prev.pt
 
 
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
+def load_checkpoint(path: Path, accept: Callable[[dict[str, Any]], Any] | None = None) -> Any:
     """The newest intact checkpoint (`path`, else the `prev.pt` beside it), or None if there is
-    none: a damaged file is moved aside and training falls back to the one before."""
-    blob = load_cache_checkpoint(path)
-    if blob is None:
-        return None
-    restore_rng(blob)
-    return blob
+    none: a damaged file, or one `accept` (which applies it) rejects by raising, is moved
+    aside and training falls back to the one before. With `accept`, returns what it returned;
+    the RNG states are restored only from the checkpoint that was accepted."""
+
+    def apply(blob: dict[str, Any]) -> Any:
+        out = blob if accept is None else accept(blob)
+        restore_rng(blob)
+        return out
+
+    return load_cache_checkpoint(path, accept=apply)
 
 
 def check_finite(value: float, what: str, epoch: int) -> None:

@@ -193,14 +193,23 @@ def fit(
     t = Training(train, nets, opts, views, gens, budget, device, speed, seed)
     method.start(t)
     ckpt = Path(checkpoint_dir) / CHECKPOINT
-    epoch, seconds, history = 0, 0.0, []
-    blob = load_checkpoint(ckpt)
-    if blob is not None:
+
+    def resume(blob: dict[str, Any]) -> tuple[int, float, list[float]]:
         _load_networks(t, blob)
         for name, gen in gens.items():
             gen.set_state(blob[name])
         method.load_state(blob)
-        epoch, seconds, history = int(blob["epoch"]), float(blob["seconds"]), list(blob["history"])
+        return int(blob["epoch"]), float(blob["seconds"]), [float(x) for x in blob["history"]]
+
+    had_checkpoint = ckpt.exists() or ckpt.with_name("prev.pt").exists()
+    resumed = load_checkpoint(ckpt, accept=resume)
+    if resumed is None and had_checkpoint:
+        # every checkpoint was set aside, perhaps after being partly applied: start afresh
+        return fit(
+            method, train, test, backbone, budget, device, checkpoint_dir, seed,
+            checkpoint_every, amp, on_epoch,
+        )  # fmt: skip
+    epoch, seconds, history = resumed or (0, 0.0, [])
 
     while epoch < budget.epochs:
         t0 = time.perf_counter()

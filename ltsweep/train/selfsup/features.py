@@ -20,6 +20,7 @@ from ltsweep.knn import knn_accuracy
 from ltsweep.sweep.ssl_settings import SSLSettings
 from ltsweep.train.inference import forward_eval
 from ltsweep.train.selfsup.base import SSLMethod
+from ltsweep.train.selfsup.loop import load_snapshot
 
 
 def snapshot_features(
@@ -35,13 +36,7 @@ def snapshot_features(
 ) -> dict[str, torch.Tensor]:
     """The tensors of the feature file of pre-train epoch `epoch` (snapshots read from `folder`)."""
     method.to(device)
-    for part in ("encoder", "projector"):
-        snapshot = folder / f"{part}-epoch{epoch:05d}.pt"
-        if not snapshot.is_file():
-            raise FileNotFoundError(f"{snapshot}: no snapshot kept at pre-train epoch {epoch}")
-        getattr(method, part).load_state_dict(
-            torch.load(snapshot, map_location=device, weights_only=True)
-        )
+    load_snapshot(folder, method, epoch, device)
     normalize = Normalize(data.mean, data.std, device)
     test_index = np.arange(len(data.test))
     train_f = forward_eval(method.encoder, data.train, index, normalize, device, speed)

@@ -5,11 +5,16 @@ resuming needs only the step. A checkpoint holds the model, the optimiser, the m
 extra state (BYOL's target), the torch CPU / CUDA RNG states, the data-order and the
 augmentation generators, the epoch and the monitor history; it is written atomically, so a
 killed run resumes from the last whole checkpoint and, on the CPU, ends bit-identical to a
-run that was never killed.
+run that was never killed. A damaged `last.pt` falls back to `prev.pt`, then to a fresh start;
+a kept epoch's encoder snapshot that is missing or damaged (each has its SHA-256 beside it) is
+set aside and made again: from the checkpoint if it holds that very epoch, else by training
+again from the start (the same seed gives the same encoder).
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -23,13 +28,22 @@ from ltsweep.augment import Normalize, two_views
 from ltsweep.data.base import ImageSet
 from ltsweep.device import Speed, autocast, legacy_speed, to_device
 from ltsweep.knn import knn_accuracy
-from ltsweep.store.atomic import atomic_path
-from ltsweep.store.cache import load_checkpoint, save_checkpoint
+from ltsweep.store.cache import (
+    load_checkpoint,
+    load_verified,
+    save_checkpoint,
+    save_verified,
+    set_aside,
+    verified_ok,
+)
 from ltsweep.sweep.ssl_settings import SSLSettings
 from ltsweep.train.inference import forward_eval
 from ltsweep.train.selfsup.base import SSLMethod
 
 CHECKPOINT = "last.pt"
+#: the parts of the method kept at every checkpoint and kept epoch (fine-tunes start from them)
+SNAPSHOT_PARTS = ("encoder", "projector")
+log = logging.getLogger("ltsweep.pretrain")
 
 
 def learning_rate(
@@ -126,44 +140,118 @@ def _save(
     save_checkpoint(path, blob)
 
 
+def snapshot_path(folder: Path, part: str, epoch: int) -> Path:
+    return Path(folder) / f"{part}-epoch{epoch:05d}.pt"
+
+
 def save_snapshot(folder: Path, method: SSLMethod, epoch: int) -> None:
     """Keep the encoder and projection head of `epoch`: fine-tunes can start from any kept epoch."""
-    for part in ("encoder", "projector"):
-        with atomic_path(folder / f"{part}-epoch{epoch:05d}.pt") as tmp:
-            torch.save(getattr(method, part).state_dict(), tmp)
+    for part in SNAPSHOT_PARTS:
+        save_verified(snapshot_path(folder, part, epoch), getattr(method, part).state_dict())
 
 
-def _load(
-    path: Path,
+def load_snapshot(folder: Path, method: SSLMethod, epoch: int, device: torch.device) -> None:
+    """Load the kept encoder and projector of `epoch` into `method` (checksums checked: a
+    damaged snapshot raises `CacheError` naming it)."""
+    for part in SNAPSHOT_PARTS:
+        path = snapshot_path(folder, part, epoch)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no snapshot kept at pre-train epoch {epoch}")
+        getattr(method, part).load_state_dict(load_verified(path, map_location=device))
+
+
+def snapshot_intact(folder: Path, epoch: int) -> bool:
+    """Both parts of `epoch` are there and match their checksums; a damaged one is set aside."""
+    intact = True
+    for part in SNAPSHOT_PARTS:
+        path = snapshot_path(folder, part, epoch)
+        if not path.exists():
+            intact = False
+        elif not verified_ok(path):
+            log.warning("%s: damaged snapshot, moved to %s", path, set_aside(path))
+            intact = False
+    return intact
+
+
+def _fresh_start(
+    method: SSLMethod, opt: torch.optim.Optimizer, gens: tuple[torch.Generator, ...]
+) -> Callable[[], None]:
+    """A function that puts back the state `pretrain` was called with: where training restarts
+    when no checkpoint can be used after one was partly applied, or a kept snapshot is lost."""
+    model = copy.deepcopy(method.state_dict())
+    extra = copy.deepcopy(method.extra_state())
+    optim = copy.deepcopy(opt.state_dict())
+    rng = torch.get_rng_state()
+    gen_states = [g.get_state() for g in gens]
+
+    def restore() -> None:
+        method.load_state_dict(model)
+        if extra:
+            method.load_extra_state(extra)
+        opt.load_state_dict(optim)
+        torch.set_rng_state(rng)
+        for g, st in zip(gens, gen_states, strict=True):
+            g.set_state(st)
+
+    return restore
+
+
+def _apply(
+    blob: dict,
     method: SSLMethod,
     opt: torch.optim.Optimizer,
     order_gen: torch.Generator,
     aug_gen: torch.Generator,
 ) -> PretrainState:
-    blob = load_checkpoint(path)  # last.pt, else prev.pt if last.pt is damaged
-    if blob is None:
-        return PretrainState()
-    try:
-        method.load_state_dict(blob["model"])
-        opt.load_state_dict(blob["optimizer"])
-        if blob["extra"]:
-            method.load_extra_state(blob["extra"])  # type: ignore[attr-defined]
-    except Exception as err:  # noqa: BLE001 - any failure means the file cannot be trusted
-        raise RuntimeError(
-            f"{path}: corrupt pre-train checkpoint ({type(err).__name__}: {err}); delete it to restart this pre-train"
-        ) from None
-    torch.set_rng_state(blob["rng_cpu"])
-    if blob["rng_cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(blob["rng_cuda"])
-    order_gen.set_state(blob["order_gen"])
-    aug_gen.set_state(blob["aug_gen"])
-    return PretrainState(
+    """Put a checkpoint's state into the model, optimiser and generators (raises if it does
+    not fit: `load_checkpoint` then sets the file aside and tries the one before)."""
+    method.load_state_dict(blob["model"])
+    opt.load_state_dict(blob["optimizer"])
+    if blob["extra"]:
+        method.load_extra_state(blob["extra"])  # type: ignore[attr-defined]
+    state = PretrainState(
         epoch=int(blob["epoch"]),
         step=int(blob["step"]),
-        loss_history=list(blob["loss_history"]),
+        loss_history=[float(x) for x in blob["loss_history"]],
         knn_history=[(int(e), float(a)) for e, a in blob["knn_history"]],
         seconds=float(blob["seconds"]),
     )
+    order_gen.set_state(blob["order_gen"])
+    aug_gen.set_state(blob["aug_gen"])
+    torch.set_rng_state(blob["rng_cpu"])
+    if blob["rng_cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(blob["rng_cuda"])
+    return state
+
+
+def _resume(
+    path: Path,
+    method: SSLMethod,
+    opt: torch.optim.Optimizer,
+    order_gen: torch.Generator,
+    aug_gen: torch.Generator,
+    keep_epochs: tuple[int, ...],
+) -> PretrainState:
+    """Where training starts: the newest usable checkpoint whose kept snapshots are all intact,
+    else epoch 0 with the state `pretrain` was called with."""
+    fresh = _fresh_start(method, opt, (order_gen, aug_gen))
+    state = load_checkpoint(path, accept=lambda b: _apply(b, method, opt, order_gen, aug_gen))
+    if state is None:
+        fresh()
+        return PretrainState()
+    lost = [e for e in keep_epochs if e < state.epoch and not snapshot_intact(path.parent, e)]
+    if lost:
+        log.warning(
+            "%s: the snapshot of kept pre-train epoch %d is missing or damaged; training again "
+            "from epoch 0 to make it",
+            path.parent,
+            lost[0],
+        )
+        fresh()
+        return PretrainState()
+    if state.epoch and not snapshot_intact(path.parent, state.epoch):
+        save_snapshot(path.parent, method, state.epoch)  # the checkpoint holds those weights
+    return state
 
 
 def pretrain(
@@ -195,7 +283,7 @@ def pretrain(
     normalize = Normalize(data.mean, data.std, device)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     ckpt = checkpoint_dir / CHECKPOINT
-    state = _load(ckpt, method, opt, order_gen, aug_gen)
+    state = _resume(ckpt, method, opt, order_gen, aug_gen, keep_epochs)
 
     n = len(data.index)
     batch = min(settings.batch_size, n)
