@@ -92,3 +92,18 @@ def test_plan_counts(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "pre-train jobs :      2  (0 stored, 2 to run)" in out
     assert "fine-tune trials:     4  (0 stored, 4 to run in 2 Tune trials)" in out
+
+
+def test_cluster_without_sbatch_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    """`--cluster` on a machine without SLURM: refused before the run folder is made."""
+    from pathlib import Path
+
+    profile = Path(__file__).parent.parent / "cluster" / "local-nodes.yaml"
+    sweep = _write(tmp_path, GOOD)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-such-bin"))
+    monkeypatch.setenv("LTSWEEP_CACHE", str(tmp_path / "cache"))
+    code = main(["run", str(sweep), "--cluster", str(profile), "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "--cluster: no `sbatch` on PATH" in err[0], err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()

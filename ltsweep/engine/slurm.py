@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from ltsweep.engine.ray_node import ray_ports, render_node_bootstrap, stop_job_r
 from ltsweep.engine.slurm_record import LOG_SUBDIR, SLURM_JSON, now, read_record, update_record
 from ltsweep.engine.sweep_job import Driver, SweepJob
 from ltsweep.store.atomic import write_json
+from ltsweep.sweep.base import SpecError
 from ltsweep.sweep.cluster_profile import ClusterProfile, load_profile
 
 __all__ = [  # the submit side, and what tests and the CLI reach through this module
@@ -164,9 +166,20 @@ def submit_sweep(
                 f"{run}: SLURM job {earlier['job_id']} of this run folder is still {state}; "
                 f"follow it with `ltsweep status {run}` or stop it with `ltsweep cancel {run}`"
             )
+    if shutil.which("sbatch") is None:  # before anything is written: no empty run folder
+        raise SpecError(
+            "--cluster: no `sbatch` on PATH, so SLURM cannot be reached from this machine "
+            "(run without --cluster to use a local Ray)"
+        )
+    created = not run.exists()
     run.mkdir(parents=True, exist_ok=True)
     executor = make_executor(prof, run / LOG_SUBDIR / "%j", job_name=f"ltsweep-{sweep.name}")
-    job = executor.submit(SweepJob(sweep, run, cache, prof, driver=driver))
+    try:
+        job = executor.submit(SweepJob(sweep, run, cache, prof, driver=driver))
+    except BaseException:
+        if created:  # a refused submission leaves no run folder behind
+            shutil.rmtree(run, ignore_errors=True)
+        raise
     previous = list(earlier.get("previous_jobs", []))
     if earlier:
         previous.append({"job_id": earlier["job_id"], "state": job_state(run) or "unknown"})
