@@ -1,5 +1,6 @@
 """The whole slice on a local Ray, driven through the `ltsweep` command as a user would."""
 
+import contextlib
 import math
 import os
 import signal
@@ -71,14 +72,18 @@ def test_status_and_results_commands(finished_run):
     assert "70%" in results.stdout and "simsiam" in results.stdout
 
 
-def test_killed_run_resumes_to_the_same_rows(finished_run, tmp_path):
-    """kill -9 mid-sweep (after the first pre-train checkpoint), run again: exactly the same table."""
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_killed_run_resumes_to_the_same_rows(finished_run, tmp_path, how):
+    """Killed mid-sweep, after the first pre-train checkpoint, while that pre-train trains:
+    kill -9 of the whole process group, or a plain `kill` (SIGTERM) of the driver, which
+    stops cleanly (exit 130, no traceback). Run again: exactly the same table."""
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "ltsweep.cli", "run", str(TINY), "--run-dir", str(run_dir)],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
     )
     try:
@@ -87,8 +92,14 @@ def test_killed_run_resumes_to_the_same_rows(finished_run, tmp_path):
             assert proc.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.2)
+        if how == "SIGTERM":
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=180)
+            assert proc.returncode == 130, err
+            assert "Traceback" not in err and "interrupted" in err.lower(), err
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        with contextlib.suppress(ProcessLookupError):  # the driver and the local Ray it started
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert len(ltsweep.load_results(run_dir)) < 16
     resumed = ltsweep_cmd("run", str(TINY), "--run-dir", str(run_dir), cwd=tmp_path)
