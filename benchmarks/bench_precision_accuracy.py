@@ -56,6 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup-epochs", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
+        "--knn-every",
+        type=int,
+        default=None,
+        help="also measure kNN every k epochs (a kNN-vs-epochs curve; default: last epoch only)",
+    )
+    p.add_argument(
         "--keep-every",
         type=int,
         default=1,
@@ -91,7 +97,7 @@ def run(args: argparse.Namespace) -> None:
         epochs=args.epochs,
         batch_size=args.batch,
         warmup_epochs=args.warmup_epochs,
-        knn_every=args.epochs,
+        knn_every=args.knn_every or args.epochs,
         checkpoint_every=args.epochs,
     )
     for seed in args.seeds:
@@ -121,6 +127,8 @@ def run(args: argparse.Namespace) -> None:
             "precision": args.precision,
             "seed": seed,
             "knn": state.knn_history[-1][1],
+            "knn_history": [list(x) for x in state.knn_history],
+            "warmup_epochs": args.warmup_epochs,
             "loss": state.loss_history,
             "seconds": time.perf_counter() - t0,
             "threads": args.threads,
@@ -141,7 +149,9 @@ def summarise(args: argparse.Namespace) -> None:
         "## bf16 pre-training: kNN accuracy against fp32 (issue 15)\n",
         "Command: `python benchmarks/bench_precision_accuracy.py --root DIR --precision P "
         f"--seeds {' '.join(str(s) for s in sorted({r['seed'] for r in rows}))} "
-        f"--epochs {r0['epochs']} --keep-every {r0.get('keep_every', 1)}"
+        f"--epochs {r0['epochs']} --batch {r0['batch']} "
+        f"--warmup-epochs {r0.get('warmup_epochs', 0)} --keep-every {r0.get('keep_every', 1)}"
+        + (f" --knn-every {r0['knn_history'][0][0]}" if len(r0.get("knn_history", [])) > 1 else "")
         + (f" --test-per-class {r0['test_per_class']}" if r0.get("test_per_class") else "")
         + " --out P.jsonl` for P in fp32, bf16 (run side by side, "
         f"{r0['threads']} thread each), then `--summarise`  ",
@@ -175,7 +185,35 @@ def summarise(args: argparse.Namespace) -> None:
         m16 = sum(bf16.values()) / len(bf16)
         notes.append(f"means: fp32 {m32:.2f}, bf16 {m16:.2f} ({m16 - m32:+.2f} points)")
     body = "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n"
+    curves = [r for r in rows if len(r.get("knn_history", [])) > 1]
+    if curves:
+        body += "\n" + curve_table(curves)
     publish("bench_precision_accuracy", body, args.write)
+
+
+def curve_table(rows: list[dict]) -> str:
+    """kNN after every measured epoch, one row per run, and fp32's seed spread beside bf16's
+    difference from fp32 with the same seed."""
+    epochs = sorted({e for r in rows for e, _ in r["knn_history"]})
+    at = {(r["precision"], r["seed"]): dict(map(tuple, r["knn_history"])) for r in rows}
+    lines = [
+        "kNN accuracy (%) after each measured epoch (the same schedule for every run):\n",
+        "| run | " + " | ".join(str(e) for e in epochs) + " |",
+        "| --- |" + " ---: |" * len(epochs),
+    ]
+    for (prec, seed), h in sorted(at.items()):
+        cells = [f"{100 * h[e]:.2f}" if e in h else "" for e in epochs]
+        lines.append(f"| {prec} seed {seed} | " + " | ".join(cells) + " |")
+    fp32 = [h for (p, _), h in at.items() if p == "fp32"]
+    if len(fp32) >= 2:
+        cells = [f"{100 * (max(h[e] for h in fp32) - min(h[e] for h in fp32)):.2f}" for e in epochs]
+        lines.append("| fp32 spread over seeds | " + " | ".join(cells) + " |")
+    for (prec, seed), h in sorted(at.items()):
+        ref = at.get(("fp32", seed))
+        if prec == "bf16" and ref is not None:
+            cells = [f"{100 * (h[e] - ref[e]):+.2f}" for e in epochs]
+            lines.append(f"| bf16 - fp32, seed {seed} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
