@@ -33,7 +33,8 @@ def load(paths: list[Path]) -> list[dict]:
 
 
 def label(r: dict) -> str:
-    return f"{NAMES.get(r['method'], r['method'])} {r['precision']} seed {r['seed']}"
+    name = f"{NAMES.get(r['method'], r['method'])} {r['precision']} seed {r['seed']}"
+    return name if r["width"] == 16 else f"{name}, width {r['width']}, {r['threads']} threads"
 
 
 def plot(rows: list[dict], out: Path, random: float | None, pixels: float | None) -> None:
