@@ -32,9 +32,10 @@ def load(paths: list[Path]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["method"], r["precision"] != "bf16", r["seed"]))
 
 
-def label(r: dict) -> str:
+def label(r: dict, width: int) -> str:
+    """The run's name; its width and threads too when they differ from the title's `width`."""
     name = f"{NAMES.get(r['method'], r['method'])} {r['precision']} seed {r['seed']}"
-    return name if r["width"] == 16 else f"{name}, width {r['width']}, {r['threads']} threads"
+    return name if r["width"] == width else f"{name}, width {r['width']}, {r['threads']} threads"
 
 
 def plot(rows: list[dict], out: Path, random: float | None, pixels: float | None) -> None:
@@ -42,7 +43,14 @@ def plot(rows: list[dict], out: Path, random: float | None, pixels: float | None
     for r in rows:
         epochs, acc = zip(*r["knn_history"], strict=True)
         style = "-" if r["precision"] == "bf16" else "--"
-        ax.plot(epochs, [100 * a for a in acc], style, marker="o", ms=3, label=label(r))
+        ax.plot(
+            epochs,
+            [100 * a for a in acc],
+            style,
+            marker="o",
+            ms=3,
+            label=label(r, rows[0]["width"]),
+        )
     if random is not None:
         ax.axhline(random, color="grey", lw=1, ls=":", label=f"random init ({random:.1f} %)")
     if pixels is not None:
@@ -70,7 +78,11 @@ def table(rows: list[dict], random: float | None, pixels: float | None) -> str:
         at = dict((e, a) for e, a in r["knn_history"])
         cells = [f"{100 * at[e]:.2f}" if e in at else "" for e in epochs]
         load = "/".join(f"{x:.1f}" for x in r["load"])
-        lines.append(f"| {label(r)} | " + " | ".join(cells) + f" | {r['seconds']:.0f} | {load} |")
+        lines.append(
+            f"| {label(r, rows[0]['width'])} | "
+            + " | ".join(cells)
+            + f" | {r['seconds']:.0f} | {load} |"
+        )
     notes = []
     if random is not None:
         notes.append(f"random-init encoder {random:.1f} %")
