@@ -16,6 +16,7 @@ from ltsweep.data.digits import load_digits_dataset
 from ltsweep.data.imbalance import long_tail_indices
 from ltsweep.models.resnet import build_encoder
 from ltsweep.store.cache import save_verified
+from ltsweep.store.unit_progress import read_progress
 from ltsweep.sweep.ssl_settings import SSL_SETTINGS
 from ltsweep.train.baselines.common import Backbone, Budget, TrainSet
 from ltsweep.train.baselines.supervised import LossParams, train_supervised
@@ -192,9 +193,12 @@ def test_a_baseline_whose_checkpoints_are_all_unusable_restarts(data, tmp_path):
     ref = go(tmp_path / "a")
     with pytest.raises(Stop):
         go(tmp_path / "b", on_epoch=stop)
+    share, seconds = read_progress(tmp_path / "b")  # what the driver's ETA reads
+    assert share == pytest.approx(2 / 3) and seconds > 0
     for name in ("last.pt", "prev.pt"):  # both match their checksum, neither fits the networks
         save_verified(tmp_path / "b" / name, {"nets": [{"w": torch.zeros(1)}], "epoch": 2})
     out = go(tmp_path / "b")
     assert torch.equal(ref.test_logits, out.test_logits)
     assert ref.loss_history == out.loss_history
+    assert read_progress(tmp_path / "b")[0] == 1.0
     assert quarantined(tmp_path / "b") == ["last.pt", "last.pt.sha256", "prev.pt", "prev.pt.sha256"]

@@ -9,7 +9,7 @@ import time
 import pytest
 from rich.console import Console
 
-from ltsweep.engine import progress as P
+from ltsweep.engine import sweep_progress as SP
 from ltsweep.engine.progress import Progress
 
 
@@ -74,6 +74,51 @@ def test_a_running_trial_slower_than_assumed_raises_the_eta() -> None:
     assert after is not None and before is not None and after > 2 * before
 
 
+def test_running_trials_that_say_how_far_they_are_price_every_stage() -> None:
+    """A pre-train half done after 100 s of training (10 s assumed for all of it) prices the
+    rest of itself at its own speed, and the stages with nothing measured 20x slower than
+    assumed, before any trial has finished."""
+    told = {"pretrain": (0.5, 100.0)}
+    p = _progress(slots=1)
+    p._fraction_of = lambda c: told.get(c["kind"])
+    p.started("pretrain", 1, trial="a", config=_cfg("pretrain"))
+    k = 100.0 / (0.5 * 1e10)  # seconds per FLOP measured on "a": 20x the assumed 1e-9
+    rest_a = 100.0  # the other half of "a" at its own speed
+    pending = 1e10 * k + (2 * 1e8 + 20 * 5e9) * 1e-9 * 20
+    assert p.eta() == pytest.approx(rest_a + pending, rel=1e-3)
+    # a baseline that says how far it is prices the baselines by its own speed instead
+    told["baseline"] = (0.25, 10.0)  # 1.25e9 FLOPs in 10 s: 8e-9 s per FLOP
+    p.started("baseline", 1, trial="b", config=_cfg("baseline"))
+    p._fractions.clear()
+    eta = p.eta()
+    baselines = 19 * 5e9 * 8e-9 + 30.0  # the 19 not started, then the rest of "b"
+    assert eta == pytest.approx(rest_a + 1e10 * k + 2e8 * 1e-9 * 20 + baselines, rel=1e-3)
+    # a fraction_of that fails, or says nothing, leaves the older estimate
+    p._fraction_of = lambda c: 1 / 0
+    p._fractions.clear()
+    assert p.eta() is not None
+
+
+def test_fraction_done_reads_the_curve_and_the_progress_file(tmp_path) -> None:
+    from ltsweep.store.curves import write_curve
+    from ltsweep.store.unit_progress import PROGRESS, write_progress
+    from ltsweep.units.baseline import checkpoint_dir
+
+    pre = {"kind": "pretrain", "unit": {"key": "p1"}}
+    base = {"kind": "baseline", "unit": {"key": "b1"}}
+    assert SP.fraction_done(tmp_path, pre) is None and SP.fraction_done(tmp_path, base) is None
+    records = [
+        {"epoch": e, "loss": 1.0, "knn_acc": None, "lr": 0.1, "seconds": 3.0 * e} for e in (1, 2)
+    ]
+    write_curve(tmp_path, "p1", 8, records)
+    assert SP.fraction_done(tmp_path, pre) == (0.25, 6.0)
+    write_progress(checkpoint_dir(tmp_path, "b1"), 3, 60, 57.0)
+    assert SP.fraction_done(tmp_path, base) == (0.05, 57.0)
+    (checkpoint_dir(tmp_path, "b1") / PROGRESS).write_text("{damaged")
+    assert SP.fraction_done(tmp_path, base) is None
+    assert SP.fraction_done(tmp_path, {"kind": "finetune", "units": []}) is None
+
+
 def test_without_costs_the_eta_waits_for_a_unit_of_each_stage() -> None:
     p = Progress({"pretrain": 1, "baseline": 2}, stream=io.StringIO())
     assert p.eta() is None
@@ -132,9 +177,9 @@ def test_config_flops_prices_every_kind_of_the_smoke_sweep() -> None:
     configs = [pretrain.config(u) for u in plan.pretrains]
     configs += [finetune.config(g) for g in finetune.finetune_groups(sweep, plan.finetunes)]
     configs += [baseline.config(u) for u in plan.baselines]
-    assert all(P.config_flops(sweep, c) > 0 for c in configs)
+    assert all(SP.config_flops(sweep, c) > 0 for c in configs)
     todo = {"pretrain": 2, "finetune": len(plan.finetunes), "baseline": len(plan.baselines)}
-    p = P.for_sweep(sweep, todo, configs, {"CPU": 2.0}, io.StringIO())
+    p = SP.for_sweep(sweep, todo, configs, {"CPU": 2.0}, io.StringIO())
     assert p.slots == {"pretrain": 2, "finetune": 2, "baseline": 2}
     eta = p.eta()
     assert eta is not None and 1 < eta < 3600

@@ -10,9 +10,13 @@ plain line a minute (`min_interval`), plus the final one.
 
 The ETA is there from the start: every Tune trial's cost in FLOPs comes from the plan's cost
 model (`ltsweep.sweep.estimate`), and seconds per FLOP are measured per stage as trials
-finish. Before a stage's first trial finishes, its assumed speed (`execution.gpu_tflops`
-per GPU, `CPU_FLOPS_PER_CORE` on the CPU) is scaled as the finished stages' was, and until
-anything finishes, slowed by how far the running trials already are behind it.
+finish, and before that on the running trials that say how far they are (`fraction_of`: a
+pre-train's curve, a baseline's progress file, read from the cache). A stage with nothing
+measured yet takes its assumed speed (`execution.gpu_tflops` per GPU, `CPU_FLOPS_PER_CORE`
+on the CPU) scaled as the measured stages' was; with nothing measured anywhere, the assumed
+speed slowed by how far the running trials already are behind it. (The assumed CPU speed
+can be 25x off: bf16 on a width-16 ResNet18 runs at ~130 GFLOP/s per core here, a tiny
+smoke model at ~5; measuring running trials makes the ETA right within an epoch or two.)
 The remaining work (trials not started, plus what is left of the running ones) is divided by
 the number of trials the cluster runs at once.
 """
@@ -57,6 +61,7 @@ class Progress:
         pending: Iterable[dict] = (),
         prior_rate: Mapping[str, float] | None = None,
         slots: Mapping[str, int] | None = None,
+        fraction_of: Callable[[dict], tuple[float, float] | None] | None = None,
     ) -> None:
         self.total = Counter(todo)
         self.done: Counter[str] = Counter()
@@ -79,6 +84,9 @@ class Progress:
         self._done_sec: Counter[str] = Counter()
         self._done_assumed: Counter[str] = Counter()  # their seconds at the assumed speed
         self._active: dict[Any, tuple[str, int, float, float]] = {}  # trial -> stage, n, cost, t0
+        self._configs: dict[Any, dict] = {}  # trial -> its config, for `fraction_of`
+        self._fraction_of = fraction_of
+        self._fractions: dict[Any, tuple[float, tuple[float, float] | None]] = {}  # read at
         self.prior_rate = dict(prior_rate or {})
         self.slots = {s: max(1, int(n)) for s, n in (slots or {}).items()}
         self._live: Any = None
@@ -100,12 +108,10 @@ class Progress:
             self.running[stage] += n
             cost = self._cost(config)
             self._pending_cost[stage] = max(0.0, self._pending_cost[stage] - cost)
-            self._active[trial if trial is not None else object()] = (
-                stage,
-                n,
-                cost,
-                time.monotonic(),
-            )
+            key = trial if trial is not None else object()
+            self._active[key] = (stage, n, cost, time.monotonic())
+            if config is not None:
+                self._configs[key] = config
         self.show()
 
     def finished(
@@ -128,6 +134,8 @@ class Progress:
                 anon = [k for k, v in self._active.items() if v[0] == stage]
                 active = self._active.pop(anon[0]) if anon else None
             if active is not None:
+                self._configs.pop(trial, None)
+                self._fractions.pop(trial, None)
                 self.running[stage] -= n
                 self._done_cost[stage] += active[2]
                 self._done_sec[stage] += seconds
@@ -140,14 +148,47 @@ class Progress:
 
     # ------------------------------------------------------------------ ETA
 
+    def _fraction(self, trial: Any, now: float) -> tuple[float, float] | None:
+        """(share done, seconds it took) of a running trial, read at most every 5 s."""
+        config = self._configs.get(trial)
+        if self._fraction_of is None or config is None:
+            return None
+        read_at, value = self._fractions.get(trial, (-1e9, None))
+        if now - read_at >= 5.0:
+            try:
+                value = self._fraction_of(config)
+            except Exception:  # noqa: BLE001 - a view of the training never stops the run
+                value = None
+            self._fractions[trial] = (now, value)
+        return value
+
+    def _in_flight(self, now: float) -> tuple[Counter[str], Counter[str]]:
+        """FLOPs done and seconds taken so far by running trials that say how far they are."""
+        cost, sec = Counter(), Counter()
+        for trial, (st, _, c, _t0) in self._active.items():
+            got = self._fraction(trial, now)
+            if c > 0 and got is not None and 0 < got[0] < 1:
+                cost[st] += got[0] * c
+                sec[st] += got[1]
+        return cost, sec
+
     def _sec_per_flop(self, stage: str, now: float) -> float | None:
         if self._done_cost[stage] > 0 and self._done_sec[stage] > 0:
             return self._done_sec[stage] / self._done_cost[stage]
+        run_cost, run_sec = self._in_flight(now)
+        if run_cost[stage] > 0:
+            return run_sec[stage] / run_cost[stage]
         k = None
         assumed = sum(self._done_assumed.values())
+        assumed += sum(
+            run_cost[st] / self.prior_rate[st] for st in run_cost if self.prior_rate.get(st)
+        )
+        measured = sum(self._done_sec.values()) + sum(
+            run_sec[st] for st in run_cost if self.prior_rate.get(st)
+        )
         if assumed > 0 and self.prior_rate.get(stage):
             # other stages measured: this stage's assumed speed, scaled as theirs was
-            k = sum(self._done_sec.values()) / assumed / self.prior_rate[stage]
+            k = measured / assumed / self.prior_rate[stage]
         elif self._done_cost.total() > 0 and self._done_sec.total() > 0:
             k = self._done_sec.total() / self._done_cost.total()
         if k is None and self.prior_rate.get(stage):
@@ -184,9 +225,13 @@ class Progress:
                 if k is None:
                     return None
                 work = self._pending_cost[stage] * k
-                for st, _, c, t0 in self._active.values():
+                for trial, (st, _, c, t0) in self._active.items():
                     if st == stage:
-                        rest = max(0.0, c * k - (now - t0))
+                        got = self._fraction(trial, now)
+                        if got is not None and got[0] > 0:  # its own speed, on its own rest
+                            rest = got[1] / got[0] * (1 - got[0])
+                        else:
+                            rest = max(0.0, c * k - (now - t0))
                         work += rest
                         longest = max(longest, rest)
                 wall += work / self.slots.get(stage, 1)
@@ -371,57 +416,3 @@ def _stage_units(config: dict) -> tuple[str, int]:
     if config["kind"] == "finetune":
         return "finetune", len(config["units"])
     return config["kind"], 1
-
-
-# ---------------------------------------------------------------------------- from a sweep
-
-
-def config_flops(sweep: Any, config: dict) -> float:
-    """FLOPs of one Tune config (a pre-train, a baseline run or a fine-tune group), from the
-    plan's cost model (`ltsweep.sweep.estimate`)."""
-    from ltsweep.sweep import estimate
-    from ltsweep.units import baseline, finetune, pretrain
-
-    kind = config["kind"]
-    if kind == "pretrain":
-        return estimate.pretrain_flops(sweep, pretrain.PretrainUnit.from_dict(config["unit"]))
-    if kind == "baseline":
-        return estimate.baseline_flops(sweep, baseline.BaselineUnit(**config["unit"]))
-    return sum(estimate.finetune_flops(sweep, finetune.FinetuneUnit(**u)) for u in config["units"])
-
-
-def for_sweep(
-    sweep: Any,
-    todo: dict[str, int],
-    configs: Iterable[dict],
-    cluster: Mapping[str, float] | None = None,
-    stream: TextIO | None = None,
-) -> Progress:
-    """The progress view of a sweep's run: the Tune configs to hand out (`configs`) priced
-    by the cost model, the trials at once per stage from the `cluster`'s resources (Ray's
-    `cluster_resources()`) and each stage's resources, and an assumed speed per trial until
-    one is measured (`execution.gpu_tflops` per GPU, `CPU_FLOPS_PER_CORE` per CPU)."""
-    from ltsweep.units import baseline, finetune, pretrain
-
-    cluster = dict(cluster or {})
-    slots, prior = {}, {}
-    for stage, kind in (("pretrain", pretrain), ("finetune", finetune), ("baseline", baseline)):
-        r = kind.resources(sweep)
-        fits = []
-        if r.cpu and cluster.get("CPU"):
-            fits.append(int(cluster["CPU"] // r.cpu))
-        if r.gpu and cluster.get("GPU"):
-            fits.append(int(cluster["GPU"] // r.gpu))
-        slots[stage] = max(1, min(fits)) if fits else 1
-        if r.gpu and sweep.execution.device != "cpu":
-            prior[stage] = sweep.execution.gpu_tflops * 1e12 * r.gpu
-        else:
-            prior[stage] = CPU_FLOPS_PER_CORE[stage] * max(1.0, r.cpu)
-    return Progress(
-        todo,
-        stream=stream,
-        cost_of=lambda c: config_flops(sweep, c),
-        pending=list(configs),
-        prior_rate=prior,
-        slots=slots,
-    )

@@ -33,7 +33,7 @@ import ray  # noqa: E402
 import yaml  # noqa: E402
 from ray import tune  # noqa: E402
 
-from ltsweep.engine import progress as progress_view
+from ltsweep.engine import sweep_progress
 from ltsweep.engine.driver_process import (
     StopOnEvent,
     ctrl_c,
@@ -269,7 +269,9 @@ def _run_tuner(
     progress = None
     if show_progress:  # the ETA prices every config by the cost model from the start
         configs = [*ready, *(c for cs in waiting.values() for c in cs)]
-        progress = progress_view.for_sweep(sweep, todo, configs, ray.cluster_resources(), stream)
+        progress = sweep_progress.for_sweep(
+            sweep, todo, configs, ray.cluster_resources(), stream, cache_dir
+        )
     failed_units: list[str] = []
 
     def on_pretrain_failed(config: dict, released: list[dict]) -> None:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from ltsweep.augment import Normalize
 from ltsweep.data.base import ImageSet
 from ltsweep.device import Speed, autocast, legacy_speed
+from ltsweep.store.unit_progress import write_progress
 from ltsweep.train.baselines.common import (
     CHECKPOINT,
     Backbone,
@@ -227,6 +228,7 @@ def fit(
                 | {"epoch": epoch, "seconds": seconds, "history": history}
                 | method.state(),
             )
+        write_progress(checkpoint_dir, epoch, budget.epochs, seconds)  # for the driver's ETA
         if on_epoch is not None:
             on_epoch(epoch)
     logits, extra = method.predict(t, test)
