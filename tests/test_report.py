@@ -29,6 +29,7 @@ from ltsweep.report import (
     table1_clothing1m,
     write_report,
 )
+from ltsweep.report.tables import pivot_tables, summary_lines
 from ltsweep.store.results import load_results, write_rows
 
 GAMMAS = {"cifar10": [1.0, 50.0, 100.0], "cifar100": [1.0, 10.0]}
@@ -563,3 +564,31 @@ def test_pretrain_curves_figure(tmp_path: Path) -> None:
     assert list(table["kNN % last"]) == ["40.0", "40.0"] and list(table["epochs"]) == [8, 8]
     with pytest.raises(ValueError, match="no pre-training epochs"):
         fig_pretrain_curves(pd.DataFrame(rows).iloc[:0])
+
+
+def test_real_noisy_labels_show_at_their_measured_noise(tmp_path: Path) -> None:
+    """A CIFAR-N run's grid noise is a placeholder 0: its rows appear at the rate measured on
+    their labels in the pivot, the figures and the summary, and are not compared with the
+    paper's clean numbers."""
+    common = {"sweep": "n", "noise_type": "cifar-n", "noise": 0.0, "data_seed": 0, "seed": 0,
+              "n_train": 12406, "actual_noise": 0.40236, "acc_many": 0.5, "acc_medium": 0.5,
+              "acc_few": 0.5, "seconds": 1.0, "started": "2026-01-01T00:00:00Z", "host": "h",
+              "version": "0", "dataset": "cifar10", "gamma": 1.0}  # fmt: skip
+    rows = [
+        dict(common, unit_key=f"t{i}", stage="two-stage", pretrain_key="p", method="barlow",
+             loss=loss, head="last", epochs=10, pretrain_epochs=50, acc=0.3 + 0.01 * i)
+        for i, loss in enumerate(["ce", "la+sl"])
+    ] + [dict(common, unit_key="s0", stage="single-stage", method="ce", loss="ce", epochs=60,
+              acc=0.25)]  # fmt: skip
+    write_rows(tmp_path / "results", "rows", rows)
+    df = load_results(tmp_path)
+    ((name, table),) = pivot_tables(df)
+    assert [c for c in table.columns if c.endswith("%")] == ["40.2%"]
+    assert list(table["40.2%"]) == ["30.0", "31.0", "25.0"]
+    lines = summary_lines(df, 0)
+    assert "noise 40.2 %" in lines[1] and any("CIFAR-N" in line for line in lines)
+    fig = fig5_methods_vs_noise(df)
+    assert sorted(set(fig.ltsweep_data["noise"])) == [pytest.approx(0.402)]
+    assert compare_with_paper(df).empty  # the paper has no 40.2 % cell
+    # the same rows taken at their grid's 0 % would be set against the paper's clean figure
+    assert not compare_with_paper(df.assign(noise_type="symmetric")).empty

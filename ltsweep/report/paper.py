@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from ltsweep.report.figures import SSL_ORDER, final_encoders, fmt_num, label
+from ltsweep.report.figures import SSL_ORDER, final_encoders, fmt_num, label, measured_noise
 
 __all__ = ["PaperNumber", "PAPER_NUMBERS", "paper_numbers", "compare_with_paper"]
 
@@ -300,7 +300,7 @@ def compare_with_paper(df: pd.DataFrame) -> pd.DataFrame:
     rows = df
     if "status" in rows.columns:
         rows = rows[rows["status"].fillna("ok") == "ok"]
-    rows = final_encoders(rows[rows["acc"].notna()])
+    rows = final_encoders(measured_noise(rows[rows["acc"].notna()]))
     out = []
     for p in PAPER_NUMBERS:
         here = rows[rows["dataset"] == p.dataset]

@@ -98,7 +98,7 @@ def figure_table(name: str, fig: Figure) -> pd.DataFrame:
 
 def pivot_tables(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """Accuracy (%) by (stage, method, gamma, loss) x noise, one table per dataset."""
-    rows = F.final_encoders(df)
+    rows = F.final_encoders(F.measured_noise(df))
     out = []
     for ds in F.ordered(rows["dataset"].tolist(), ("cifar10", "cifar100", "clothing1m")):
         sub = rows[rows["dataset"] == ds].copy()
@@ -134,11 +134,18 @@ def summary_lines(df: pd.DataFrame, n_failed: int) -> list[str]:
     out = [
         f"result rows: {len(df)}" + (f" ({n_failed} failed units not shown)" if n_failed else "")
     ]
+    real = df["noise_type"].eq("cifar-n") if "noise_type" in df.columns else None
+    df = F.measured_noise(df)
     for ds in F.ordered(df["dataset"].tolist(), ("cifar10", "cifar100", "clothing1m")):
         sub = df[df["dataset"] == ds]
         gammas = ", ".join(F.fmt_num(g) for g in sorted(sub["gamma"].unique()))
         noises = ", ".join(F.fmt_num(round(100 * x, 6)) for x in sorted(sub["noise"].unique()))
         out.append(f"{F.dataset_label(ds)}: {len(sub)} rows; gamma {gammas}; noise {noises} %")
+    if real is not None and real.any():
+        out.append(
+            "real noisy labels (CIFAR-N): each row's noise is the rate measured on its "
+            "long-tailed training labels"
+        )
     two = df[df["stage"] == "two-stage"]
     one = df[df["stage"] == "single-stage"]
     if not two.empty:

@@ -40,6 +40,7 @@ from ltsweep.report.figures.base import (
     final_encoders,
     fmt_num,
     label,
+    measured_noise,
     ordered,
     summarize,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "fmt_num",
     "ordered",
     "final_encoders",
+    "measured_noise",
     "summarize",
     "fig3_loss_gain",
     "fig4_two_vs_single_stage",

@@ -1,0 +1,194 @@
+"""Two-stage training on the real human labels of CIFAR-10N, made long-tailed: the table,
+figure and results file of `analysis/results/cifar10n-cpu/` (issue 16).
+
+Each label set (aggre, random1, worse) is its own run, since a sweep reads one array of the
+label file (`data.noisy_labels.key`); the rows do not say which one, so the label set is
+read from each run's own copy of its sweep (`<run>/sweep.yaml`). With `--symmetric RUN`, the
+two-stage rows of a run with symmetric noise on the same encoder are drawn as lines, and
+each CIFAR-10N label set as points at its measured noise rate: where human noise is harder
+or easier than symmetric noise at the same rate shows as points under or over the lines.
+
+    python analysis/cifar10n_table.py runs/cifar10n-cpu-aggre runs/cifar10n-cpu-random1 \\
+        runs/cifar10n-cpu-worse --symmetric runs/cifar10-cpu --out analysis/results/cifar10n-cpu
+
+Writes `index.md` (tables, commands, seconds), `cifar10n.png` and `results.parquet` (every
+row of the CIFAR-10N runs, with a `labels` column).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+import yaml
+
+import ltsweep
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+LOSSES = ["ce", "ce+sl", "la", "la+sl"]
+LOSS_NAMES = {"ce": "CE", "ce+sl": "CE+SL", "la": "LA", "la+sl": "LA+SL"}
+#: the report's colour per loss (analysis/README.md), so the two figures read alike
+COLOURS = {"ce": "tab:blue", "ce+sl": "tab:orange", "la": "tab:green", "la+sl": "tab:red"}
+#: a label array's name -> the name CIFAR-10N's authors give the label set
+LABEL_SETS = {"aggre_label": "aggre", "random_label1": "random1", "worse_label": "worse"}
+
+
+def labels_of(run: Path) -> str:
+    """The label set a run trained on, from its own copy of its sweep."""
+    sweep = yaml.safe_load((run / "sweep.yaml").read_text())
+    key = ((sweep.get("data") or {}).get("noisy_labels") or {}).get("key")
+    if key is None:
+        raise SystemExit(f"{run}: not a CIFAR-N run (its sweep.yaml has no data.noisy_labels)")
+    return LABEL_SETS.get(key, key)
+
+
+def sweep_name(run: Path) -> str:
+    return yaml.safe_load((run / "sweep.yaml").read_text())["name"]
+
+
+def load(runs: list[Path]) -> pd.DataFrame:
+    frames = []
+    for run in runs:
+        df = ltsweep.load_results(run)
+        if df.empty:
+            raise SystemExit(f"{run}: no results")
+        frames.append(df.assign(labels=labels_of(run)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def main_table(df: pd.DataFrame) -> list[str]:
+    two = df[df.stage == "two-stage"]
+    order = [s for s in LABEL_SETS.values() if s in set(two.labels)]
+    lines = [
+        "| labels | noise (measured) | head | loss | acc | many | medium | few |",
+        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for labels in order:
+        for loss in LOSSES:
+            for _, r in two[(two.labels == labels) & (two.loss == loss)].iterrows():
+                lines.append(
+                    f"| {labels} | {pct(r.actual_noise)} % | {r.head} | {LOSS_NAMES[loss]} | "
+                    f"{pct(r.acc)} | {pct(r.acc_many)} | {pct(r.acc_medium)} | {pct(r.acc_few)} |"
+                )
+    return lines
+
+
+def symmetric_table(sym: pd.DataFrame) -> list[str]:
+    two = sym[sym.stage == "two-stage"]
+    noises = sorted(set(two.noise))
+    lines = [
+        "| loss | " + " | ".join(f"{100 * n:.0f} %" for n in noises) + " |",
+        "| --- |" + " ---: |" * len(noises),
+    ]
+    for loss in LOSSES:
+        cells = [two[(two.loss == loss) & (two.noise == n)].acc.mean() for n in noises]
+        lines.append(f"| {LOSS_NAMES[loss]} | " + " | ".join(pct(c) for c in cells) + " |")
+    return lines
+
+
+def plot(df: pd.DataFrame, sym: pd.DataFrame | None, out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4.6), dpi=120)
+    two = df[df.stage == "two-stage"]
+    if sym is not None:
+        s = sym[sym.stage == "two-stage"]
+        for loss in LOSSES:
+            cur = s[s.loss == loss].groupby("actual_noise").acc.mean()
+            ax.plot(100 * cur.index, 100 * cur.values, "-", color=COLOURS[loss], alpha=0.6)
+    markers = {"aggre": "o", "random1": "s", "worse": "^"}
+    for loss in LOSSES:
+        for labels, marker in markers.items():
+            r = two[(two.loss == loss) & (two.labels == labels)]
+            if len(r):
+                ax.plot(
+                    100 * r.actual_noise, 100 * r.acc, marker, color=COLOURS[loss], markersize=8
+                )
+    handles = [plt.Line2D([], [], color=COLOURS[x], label=LOSS_NAMES[x]) for x in LOSSES]
+    handles += [
+        plt.Line2D([], [], color="grey", marker=m, linestyle="", label=f"CIFAR-10N {labels}")
+        for labels, m in markers.items()
+    ]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=4)
+    ax.set_xlabel("noise rate of the long-tailed training labels (%)")
+    ax.set_ylabel("balanced test accuracy (%)")
+    ax.set_title(
+        "Two-stage on CIFAR-10-LT (gamma 100): lines symmetric noise, points CIFAR-10N",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "cifar10n.png")
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="run folders of CIFAR-10N sweeps")
+    ap.add_argument("--symmetric", type=Path, help="a run with symmetric noise, same encoder")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--notes", type=Path, help="hand-written findings appended to index.md")
+    args = ap.parse_args(argv)
+    df = load(args.runs)
+    sym = ltsweep.load_results(args.symmetric) if args.symmetric else None
+    args.out.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(args.out / "results.parquet", index=False)
+    plot(df, sym, args.out)
+    two = df[df.stage == "two-stage"]
+    knn = two.knn_acc.dropna()
+    text = [
+        "# Two-stage training on long-tailed CIFAR-10N",
+        "",
+        "The real human labels of CIFAR-10N (Wei et al., 2022) on the long-tailed CIFAR-10 "
+        f"subset (gamma {', '.join(f'{g:g}' for g in sorted(set(df.gamma)))}, "
+        f"{int(two.n_train.iloc[0]):,} training images), fine-tuned on one frozen encoder "
+        f"({', '.join(sorted(set(two.method)))}, {int(two.pretrain_epochs.max())} pre-training "
+        f"epochs, kNN {pct(knn.iloc[0]) + ' %' if len(knn) else 'not measured'}). Accuracy (%) "
+        "on the balanced clean test set; many / medium / few: classes with > 100, 20-100, "
+        "< 20 training images. The noise rate is measured on the long-tailed subset.",
+        "",
+        *main_table(df),
+        "",
+        "![accuracy against the labels' noise rate](cifar10n.png)",
+        "",
+    ]
+    if sym is not None:
+        text += [
+            f"Symmetric noise on the same encoder (`{args.symmetric.name}`), two-stage, "
+            "accuracy (%) by noise rate:",
+            "",
+            *symmetric_table(sym),
+            "",
+        ]
+    seconds = df.seconds.sum()
+    text += [
+        "## How it was made",
+        "",
+        "```",
+        *(f"LTSWEEP_DATA=data ltsweep run sweeps/{sweep_name(run)}.yaml" for run in args.runs),
+        "python analysis/cifar10n_table.py "
+        + " ".join(str(r) for r in args.runs)
+        + (f" --symmetric {args.symmetric}" if args.symmetric else "")
+        + f" --out {args.out}",
+        "```",
+        "",
+        f"Fine-tune seconds summed over the {len(two)} two-stage rows: {seconds:.0f} s "
+        "(the encoder is pre-trained once, by the symmetric-noise sweep; see its report).",
+        "`results.parquet` holds every row, with the label set in the `labels` column:",
+        "`pandas.read_parquet('analysis/results/cifar10n-cpu/results.parquet')`.",
+        "",
+    ]
+    if args.notes:
+        text += [args.notes.read_text().rstrip(), ""]
+    (args.out / "index.md").write_text("\n".join(text))
+    print(f"wrote {args.out / 'index.md'}, cifar10n.png, results.parquet ({len(df)} rows)")
+
+
+if __name__ == "__main__":
+    main()
