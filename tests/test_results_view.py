@@ -93,3 +93,12 @@ def test_load_results_types_and_missing_values(run: Path, tmp_path_factory) -> N
     empty = tmp_path_factory.mktemp("not-a-run")
     with pytest.raises(NotARunFolder, match=f"{empty}: not a run folder"):
         load_results(empty)
+
+
+def test_real_noisy_labels_sit_at_their_measured_noise(tmp_path: Path) -> None:
+    """A CIFAR-N run's grid noise 0 is a placeholder: the column is its labels' measured rate."""
+    rows = [_row("n", "two-stage", "barlow", 100.0, "la+sl", 0.0, 0, 0.382)]
+    rows[0] |= {"noise_type": "cifar-n", "actual_noise": 0.38874}
+    write_rows(tmp_path / "results", "x", rows)
+    header = results_text(tmp_path).splitlines()[1].split()
+    assert header[-1] == "38.9%" and "0%" not in header

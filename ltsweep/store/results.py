@@ -144,6 +144,24 @@ def warn(message: str) -> None:
         print(f"ltsweep: warning: {message}", file=sys.stderr, flush=True)
 
 
+def measured_noise(df: Any) -> Any:
+    """Rows trained on real noisy labels (noise_type cifar-n) take the noise rate measured on
+    their training labels (`actual_noise`, to 0.1 %) as their `noise`.
+
+    Why: their grid noise is 0, a placeholder (the labels are what they are). Shown at 0 %,
+    CIFAR-10N's worse labels (~40 % wrong) would sit in the clean column of every table and
+    figure, and be compared with the paper's clean numbers.
+    """
+    if "noise_type" not in df.columns or "actual_noise" not in df.columns:
+        return df
+    real = df["noise_type"].eq("cifar-n") & df["actual_noise"].notna()
+    if not real.any():
+        return df
+    out = df.copy()
+    out.loc[real, "noise"] = out.loc[real, "actual_noise"].astype(float).round(3)
+    return out
+
+
 def result_files(directory: str | os.PathLike[str]) -> list[Path]:
     """The readable results files under `directory`, in name order; an unreadable one (truncated,
     foreign, not Parquet) is skipped with a one-line warning (`ltsweep run` moves it aside)."""

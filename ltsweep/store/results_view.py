@@ -3,7 +3,8 @@
 Rows are (stage, method, gamma, loss), columns the noise levels, each cell the mean over the
 seeds it holds, with their standard deviation and count (`61.2 +/- 1.3 (3)`; no +/- for a
 single seed). `--where column=value` filters first; `--format` writes a terminal table, CSV,
-Markdown or LaTeX. Needs pandas only (no torch, no plotting).
+Markdown or LaTeX. Needs pandas only (no torch, no plotting). Rows trained on real noisy
+labels (CIFAR-N) sit in the column of the noise rate measured on their labels.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 
-from ltsweep.store.results import load_results
+from ltsweep.store.results import load_results, measured_noise
 
 #: metrics a user can ask for, and how each is shown
 METRICS = {
@@ -58,7 +59,7 @@ def cells(df, metric: str = "acc", where: list[tuple[str, str]] = ()):
         if column not in df.columns:
             raise ViewError(f"--where {column}={value}: no column {column!r} in the results")
         df = df[_matches(df[column], value)]
-    df = df[df[metric].notna()]
+    df = measured_noise(df[df[metric].notna()])
     grouped = (df[metric] * 100).groupby([df[c] for c in [*ROWS, "noise"]])
     stats = grouped.agg(["mean", "std", "count"])
     return stats.unstack("noise") if len(stats) else stats
@@ -83,7 +84,7 @@ def one_seed_each(stats) -> bool:
 def text_table(stats) -> tuple[list[str], list[list[str]]]:
     """Header and rows of strings: the row keys, then one `mean +/- std (n)` per noise."""
     noises = sorted({n for _, n in stats.columns})
-    header = [*ROWS, *(f"{n:.0%}" for n in noises)]
+    header = [*ROWS, *(f"{n:.0%}" if round(n * 100, 6) % 1 == 0 else f"{n:.1%}" for n in noises)]
     single = one_seed_each(stats)
     rows = []
     for key, rec in stats.iterrows():

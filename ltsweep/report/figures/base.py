@@ -15,6 +15,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ltsweep.store.results import measured_noise
+
 SSL_ORDER = ("simsiam", "simclr", "byol", "barlow")
 LOSS_ORDER = ("ce", "ce+sl", "la", "la+sl")
 BASELINE_ORDER = ("dividemix", "elr+", "elr", "ce", "la", "sl", "la+sl")
@@ -89,24 +91,6 @@ def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
     if "status" in out.columns:
         out = out[out["status"].fillna("ok") == "ok"]
     return out[out["acc"].notna()]
-
-
-def measured_noise(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows trained on real noisy labels (noise_type cifar-n) take the noise rate measured on
-    their training labels (`actual_noise`, to 0.1 %) as their `noise`.
-
-    Why: their grid noise is 0, a placeholder (the labels are what they are). Shown at 0 %,
-    CIFAR-10N's worse labels (~40 % wrong) would sit in the clean column of every table and
-    figure, and be compared with the paper's clean numbers.
-    """
-    if "noise_type" not in df.columns or "actual_noise" not in df.columns:
-        return df
-    real = df["noise_type"].eq("cifar-n") & df["actual_noise"].notna()
-    if not real.any():
-        return df
-    out = df.copy()
-    out.loc[real, "noise"] = out.loc[real, "actual_noise"].astype(float).round(3)
-    return out
 
 
 def ordered(values: Sequence[Any], preferred: Sequence[Any]) -> list[Any]:
