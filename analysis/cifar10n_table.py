@@ -61,7 +61,7 @@ def load(runs: list[Path]) -> pd.DataFrame:
 
 
 def pct(x: float) -> str:
-    return f"{100 * x:.1f}"
+    return "-" if pd.isna(x) else f"{100 * x:.1f}"
 
 
 def main_table(df: pd.DataFrame) -> list[str]:
@@ -75,8 +75,9 @@ def main_table(df: pd.DataFrame) -> list[str]:
         for loss in LOSSES:
             for _, r in two[(two.labels == labels) & (two.loss == loss)].iterrows():
                 lines.append(
-                    f"| {labels} | {pct(r.actual_noise)} % | {r.head} | {LOSS_NAMES[loss]} | "
-                    f"{pct(r.acc)} | {pct(r.acc_many)} | {pct(r.acc_medium)} | {pct(r.acc_few)} |"
+                    f"| {labels} | {pct(r['actual_noise'])} % | {r['head']} | {LOSS_NAMES[loss]} | "
+                    f"{pct(r['acc'])} | {pct(r['acc_many'])} | {pct(r['acc_medium'])} | "
+                    f"{pct(r['acc_few'])} |"
                 )
     return lines
 
@@ -151,7 +152,9 @@ def main(argv: list[str] | None = None) -> None:
         f"({', '.join(sorted(set(two.method)))}, {int(two.pretrain_epochs.max())} pre-training "
         f"epochs, kNN {pct(knn.iloc[0]) + ' %' if len(knn) else 'not measured'}). Accuracy (%) "
         "on the balanced clean test set; many / medium / few: classes with > 100, 20-100, "
-        "< 20 training images. The noise rate is measured on the long-tailed subset.",
+        "< 20 training images (gamma 100 has none under 20: few is '-'). The noise rate is "
+        "measured on the long-tailed subset; head: `auto`, i.e. the last FC only above "
+        "the method's `last_layer_above` (Barlow Twins: 20 %).",
         "",
         *main_table(df),
         "",
@@ -160,13 +163,12 @@ def main(argv: list[str] | None = None) -> None:
     ]
     if sym is not None:
         text += [
-            f"Symmetric noise on the same encoder (`{args.symmetric.name}`), two-stage, "
+            f"Symmetric noise on the same encoder (`{sweep_name(args.symmetric)}`), two-stage, "
             "accuracy (%) by noise rate:",
             "",
             *symmetric_table(sym),
             "",
         ]
-    seconds = df.seconds.sum()
     text += [
         "## How it was made",
         "",
@@ -178,8 +180,8 @@ def main(argv: list[str] | None = None) -> None:
         + f" --out {args.out}",
         "```",
         "",
-        f"Fine-tune seconds summed over the {len(two)} two-stage rows: {seconds:.0f} s "
-        "(the encoder is pre-trained once, by the symmetric-noise sweep; see its report).",
+        "Each sweep shares the `--cache-dir` of the symmetric-noise sweep, whose pre-train and "
+        "frozen features it reuses: what is new is the fine-tunes.",
         "`results.parquet` holds every row, with the label set in the `labels` column:",
         "`pandas.read_parquet('analysis/results/cifar10n-cpu/results.parquet')`.",
         "",
