@@ -86,7 +86,7 @@ class Progress:
         self._active: dict[Any, tuple[str, int, float, float]] = {}  # trial -> stage, n, cost, t0
         self._configs: dict[Any, dict] = {}  # trial -> its config, for `fraction_of`
         self._fraction_of = fraction_of
-        self._fractions: dict[Any, tuple[float, tuple[float, float] | None]] = {}  # read at
+        self._fractions: dict[Any, tuple[float, tuple[float, float] | None]] = {}  # when, what
         self.prior_rate = dict(prior_rate or {})
         self.slots = {s: max(1, int(n)) for s, n in (slots or {}).items()}
         self._live: Any = None
@@ -128,14 +128,14 @@ class Progress:
         with self._lock:
             (self.done if ok else self.failed)[stage] += n
             self._seconds[stage] += seconds
-            active = self._active.pop(trial, None) if trial is not None else None
-            if active is None and trial is None and config is None:
+            key = trial
+            if trial is None and config is None:
                 # an anonymous trial: the oldest one of this stage
-                anon = [k for k, v in self._active.items() if v[0] == stage]
-                active = self._active.pop(anon[0]) if anon else None
+                key = next((k for k, v in self._active.items() if v[0] == stage), None)
+            active = self._active.pop(key, None) if key is not None else None
             if active is not None:
-                self._configs.pop(trial, None)
-                self._fractions.pop(trial, None)
+                self._configs.pop(key, None)
+                self._fractions.pop(key, None)
                 self.running[stage] -= n
                 self._done_cost[stage] += active[2]
                 self._done_sec[stage] += seconds
