@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from ltsweep.report.figures import SSL_ORDER, final_encoders, fmt_num, label, measured_noise
+from ltsweep.report.figures import SSL_ORDER, final_encoders, fmt_num, label
+from ltsweep.report.figures.base import ok_rows
 
 __all__ = ["PaperNumber", "PAPER_NUMBERS", "paper_numbers", "compare_with_paper"]
 
@@ -297,10 +298,7 @@ def compare_with_paper(df: pd.DataFrame) -> pd.DataFrame:
     ]
     if df.empty:
         return pd.DataFrame(columns=cols)
-    rows = df
-    if "status" in rows.columns:
-        rows = rows[rows["status"].fillna("ok") == "ok"]
-    rows = final_encoders(measured_noise(rows[rows["acc"].notna()]))
+    rows = final_encoders(ok_rows(df))
     out = []
     for p in PAPER_NUMBERS:
         here = rows[rows["dataset"] == p.dataset]

@@ -144,7 +144,7 @@ def summary_lines(df: pd.DataFrame, n_failed: int) -> list[str]:
     if real is not None and real.any():
         out.append(
             "real noisy labels (CIFAR-N): each row's noise is the rate measured on its "
-            "long-tailed training labels"
+            "training labels"
         )
     two = df[df["stage"] == "two-stage"]
     one = df[df["stage"] == "single-stage"]
