@@ -12,11 +12,7 @@ from pathlib import Path
 
 import pytest
 
-# The repository is checked out next to shared/ (locally and in CI).
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-#: where SLURM tests keep their files: the nodes of `cluster/start-slurm.sh --nodes N` each
-#: have their own /tmp, so pytest's usual /tmp/pytest-of-*/ is not seen by a job there
-SHARED_TMP = Path(os.environ.get("LTSWEEP_TEST_SHARED", "/var/tmp/ltsweep-tests"))
+from tests.helpers import LOCAL_PROFILE, SHARED, SHARED_TMP, TINY_SWEEP, ltsweep_cmd
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -56,20 +52,6 @@ def cifar10_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-TINY_SWEEP = Path(__file__).parent / "data" / "tiny.yaml"
-
-
-def ltsweep_cmd(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the `ltsweep` command as a user would, capturing its output."""
-    return subprocess.run(
-        [sys.executable, "-m", "ltsweep.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 @pytest.fixture(scope="session")
 def tiny_local_run(
     tmp_path_factory: pytest.TempPathFactory,
@@ -82,9 +64,6 @@ def tiny_local_run(
     done = ltsweep_cmd("run", str(TINY_SWEEP), "--run-dir", str(base / "run"), cwd=base)
     assert done.returncode == 0, done.stderr
     return base / "run", done
-
-
-LOCAL_PROFILE = Path(__file__).resolve().parents[1] / "cluster" / "local.yaml"
 
 
 @pytest.fixture(scope="session")

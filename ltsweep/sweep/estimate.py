@@ -176,7 +176,7 @@ def finetune_bytes(sweep: Sweep, unit: Any) -> int:
     activations (a full head's hidden layer: its pre-BN, post-BN and post-ReLU values and their
     gradients, ~6 copies; logits and their gradient, ~4), and two int64 label rows of the
     training set. What the trials share (the features) and the test-time chunks (bounded per
-    group) are not per trial. Checked against the measured peak in tests/test_finetune.py.
+    group) are not per trial. Checked against the measured peak in tests/train/test_stacked_finetune.py.
     """
     costs = Costs.of(sweep)
     n = subset_size(pool_per_class(sweep.data), costs.num_classes, unit.gamma)

@@ -306,7 +306,7 @@ class Sweep(Strict):
 
     @model_validator(mode="after")
     def _check_baselines_dataset(self) -> Sweep:
-        """Clothing1M baselines are refused: they would run with CIFAR settings (#16).
+        """Clothing1M baselines are refused: they would run with CIFAR settings.
 
         The references train Clothing1M from ImageNet weights with their own recipe
         (DivideMix's Train_clothing1M.py: ResNet-50, lr 0.002, wd 1e-3, alpha 0.5, a

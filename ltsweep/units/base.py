@@ -69,7 +69,7 @@ def label_file(sweep: Sweep) -> dict[str, Any] | None:
 def measured_noise_rate(raw: bytes, path: Path, key: str, clean_key: str) -> float:
     """The share of the file's labels `key` that differ from its clean labels `clean_key`.
 
-    Choice (issue #16): over the whole file (CIFAR's 50,000 training images), not over a
+    Choice: over the whole file (CIFAR's 50,000 training images), not over a
     cell's long-tailed subset. It is the rate the label set is published at (CIFAR-10N
     worse_label: 40.2 %, aggre_label: 9.0 %, CIFAR-100N noisy_label: 40.2 %), one rate per
     file, so every cell of a sweep takes the same head mode and DivideMix settings, as every

@@ -300,7 +300,7 @@ def pretrain(
         epoch_loss = torch.zeros((), device=device)
         for b in range(steps_per_epoch):
             idx = data.index[perm[b * batch : (b + 1) * batch]]
-            # Clothing1M: views are cropped from a larger image than the test crop (#16)
+            # Clothing1M: views are cropped from a larger image than the test crop
             source = getattr(data.train, "view_images", data.train.images)
             x = to_device(source(idx), device)
             v1, v2 = two_views(x, settings.augment, aug_gen, out_size=data.image_size)
