@@ -1,5 +1,5 @@
 """Two-stage training on the real human labels of CIFAR-10N, made long-tailed: the table,
-figure and results file of `analysis/results/cifar10n-cpu/` (issue 16).
+figure and results file of `analysis/results/cifar10n-cpu/`.
 
 Each label set (aggre, random1, worse) is its own run, since a sweep reads one array of the
 label file (`data.noisy_labels.key`); the rows do not say which one, so the label set is
@@ -11,8 +11,14 @@ or easier than symmetric noise at the same rate shows as points under or over th
     python analysis/cifar10n_table.py runs/cifar10n-cpu-aggre runs/cifar10n-cpu-random1 \\
         runs/cifar10n-cpu-worse --symmetric runs/cifar10-cpu --out analysis/results/cifar10n-cpu
 
-Writes `index.md` (tables, commands, seconds), `cifar10n.png` and `results.parquet` (every
-row of the CIFAR-10N runs, with a `labels` column).
+Writes `index.md` (tables, the paper's claims checked on these rows, commands, seconds),
+`cifar10n.png` and `results.parquet` (every row of the CIFAR-10N runs, with a `labels`
+column). The run folders do not travel with the repository; their rows do, and the page is
+rebuilt from them with
+
+    python analysis/cifar10n_table.py --results analysis/results/cifar10n-cpu/results.parquet \\
+        --symmetric-results analysis/results/cifar10-cpu/results.parquet \\
+        --notes analysis/results/cifar10n-cpu/notes.md --out analysis/results/cifar10n-cpu
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import pandas as pd
 import yaml
 
 import ltsweep
+from ltsweep.report.claims import CLAIMS_METHOD, claims_table, verdicts
+from ltsweep.report.document import md_table
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -44,10 +52,6 @@ def labels_of(run: Path) -> str:
     if key is None:
         raise SystemExit(f"{run}: not a CIFAR-N run (its sweep.yaml has no data.noisy_labels)")
     return LABEL_SETS.get(key, key)
-
-
-def sweep_name(run: Path) -> str:
-    return yaml.safe_load((run / "sweep.yaml").read_text())["name"]
 
 
 def load(runs: list[Path]) -> pd.DataFrame:
@@ -129,17 +133,48 @@ def plot(df: pd.DataFrame, sym: pd.DataFrame | None, out: Path) -> None:
     plt.close(fig)
 
 
+def claims_section(df: pd.DataFrame) -> list[str]:
+    """The paper's claims checked on these rows (`ltsweep.report.claims`), as in `ltsweep report`."""
+    return [
+        "## Claims of the paper",
+        "",
+        CLAIMS_METHOD + " Noise levels are the rates measured on each label set.",
+        "",
+        md_table(claims_table(verdicts(df.drop(columns="labels")))),
+        "",
+    ]
+
+
+def commands(sweeps: list[str], symmetric: str | None, out: Path) -> list[str]:
+    """The commands that made the runs and this page, by sweep name."""
+    return [
+        *(f"LTSWEEP_DATA=data ltsweep run sweeps/{name}.yaml" for name in sweeps),
+        "python analysis/cifar10n_table.py "
+        + " ".join(f"runs/{name}" for name in sweeps)
+        + (f" --symmetric runs/{symmetric}" if symmetric else "")
+        + f" --out {out.as_posix()}",
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", nargs="+", type=Path, help="run folders of CIFAR-10N sweeps")
+    ap.add_argument("runs", nargs="*", type=Path, help="run folders of CIFAR-10N sweeps")
     ap.add_argument("--symmetric", type=Path, help="a run with symmetric noise, same encoder")
+    ap.add_argument("--results", type=Path, help="instead of runs: their stored rows (parquet)")
+    ap.add_argument("--symmetric-results", type=Path, help="instead of --symmetric: its rows")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--notes", type=Path, help="hand-written findings appended to index.md")
+    ap.add_argument("--notes", type=Path, help="how it was made and findings, appended")
     args = ap.parse_args(argv)
-    df = load(args.runs)
-    sym = ltsweep.load_results(args.symmetric) if args.symmetric else None
+    if bool(args.runs) == bool(args.results):
+        ap.error("give the CIFAR-10N run folders or --results, not both")
+    df = pd.read_parquet(args.results) if args.results else load(args.runs)
+    if args.symmetric_results:
+        sym = pd.read_parquet(args.symmetric_results)
+    else:
+        sym = ltsweep.load_results(args.symmetric) if args.symmetric else None
     args.out.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(args.out / "results.parquet", index=False)
+    if not args.results:
+        df.to_parquet(args.out / "results.parquet", index=False)
     plot(df, sym, args.out)
     two = df[df.stage == "two-stage"]
     knn = two.knn_acc.dropna()
@@ -161,23 +196,22 @@ def main(argv: list[str] | None = None) -> None:
         "![accuracy against the labels' noise rate](cifar10n.png)",
         "",
     ]
+    sym_name = str(sym["sweep"].iloc[0]) if sym is not None else None
     if sym is not None:
         text += [
-            f"Symmetric noise on the same encoder (`{sweep_name(args.symmetric)}`), two-stage, "
+            f"Symmetric noise on the same encoder (`{sym_name}`), two-stage, "
             "accuracy (%) by noise rate:",
             "",
             *symmetric_table(sym),
             "",
         ]
+    sweeps = list(dict.fromkeys(df["sweep"]))
+    text += claims_section(df)
     text += [
         "## How it was made",
         "",
         "```",
-        *(f"LTSWEEP_DATA=data ltsweep run sweeps/{sweep_name(run)}.yaml" for run in args.runs),
-        "python analysis/cifar10n_table.py "
-        + " ".join(str(r) for r in args.runs)
-        + (f" --symmetric {args.symmetric}" if args.symmetric else "")
-        + f" --out {args.out}",
+        *commands(sweeps, sym_name, args.out),
         "```",
         "",
         "Each sweep shares the `--cache-dir` of the symmetric-noise sweep, whose pre-train and "

@@ -1,5 +1,5 @@
 """kNN accuracy against pre-training epochs, per SSL method and precision: the figure and table
-of `analysis/results/knn-curves/` (issues 15 and 16).
+of `analysis/results/knn-curves/`.
 
 Reads the JSON lines `benchmarks/bench_precision_accuracy.py --knn-every K --out F` appends
 (one line per pre-train run, with its `knn_history`) and writes `knn_curves.png`, `index.md`

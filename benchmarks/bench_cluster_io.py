@@ -196,7 +196,7 @@ def main() -> None:
         n * pp.get(m, pp["ce"]) * params.get(m, params["ce"]) for m, n in grid["baseline_writes"]
     )
     lines = [
-        "## Shared-filesystem traffic per unit, multiplied out for sweeps/cifar100.yaml (issue 11)",
+        "## Shared-filesystem traffic per unit, multiplied out for sweeps/cifar100.yaml",
         "",
         f"`python benchmarks/bench_cluster_io.py` ({time.strftime('%Y-%m-%d')}, "
         f"{time.perf_counter() - t0:.0f} s).",

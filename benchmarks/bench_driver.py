@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The sweep driver at scale: 10,000 trivial fine-tune trials planned, scheduled, stored (issue 7).
+"""The sweep driver at scale: 10,000 trivial fine-tune trials planned, scheduled, stored.
 
 Why this exists: with stacking, the cost of a fine-tune trial can be a few milliseconds, so
 what limits a large sweep is the driver: building the plan (a content key per unit),
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     body = "\n\n".join(
         [
-            "## Sweep driver at scale: 10,000 trivial fine-tunes (issue 7)",
+            "## Sweep driver at scale: 10,000 trivial fine-tunes",
             f"Command: `{shlex.join(['python', *sys.argv])}`  \n"
             f"Date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}; "
             f"torch {metadata.version('torch')}, ray {metadata.version('ray')}, "

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Cached frozen features against re-encoding the images for every trial (GitHub issue 2).
+"""Cached frozen features against re-encoding the images for every trial.
 
 Why this exists: ltsweep encodes the training and test images through the frozen encoder
 ONCE per pre-train, stores the features in the content-keyed cache, and then trains every
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     load_end = os.getloadavg()
     body = "\n\n".join(
         [
-            "## Fine-tune stage: cached features vs re-encoding per trial (issue 2)",
+            "## Fine-tune stage: cached features vs re-encoding per trial",
             f"Command: `{shlex.join(['python', *sys.argv])}`  \n"
             f"Date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}; "
             f"torch {torch.__version__}, ray {metadata.version('ray')}, Python {platform.python_version()}; "

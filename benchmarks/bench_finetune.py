@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Stacked fine-tuning against one trial at a time, on the CPU (GitHub issue 7).
+"""Stacked fine-tuning against one trial at a time, on the CPU.
 
 Why this exists: ltsweep trains all fine-tune trials of one pre-train as ONE stacked model
 (`ltsweep.train.finetune.train_stacked`) instead of scheduling each trial as its own Ray Tune
@@ -182,7 +182,7 @@ def train_flops(
 ) -> tuple[float, float]:
     """(nominal, needed) FLOPs of one wide-head trial as `train_stacked` runs it.
 
-    nominal: the issue's convention, training forward matmuls x 3 (forward + two backward
+    nominal: the usual convention, training forward matmuls x 3 (forward + two backward
     products). needed: what the maths requires here: the features need no gradient, so the
     first layer's backward is one product (its weight gradient), not two. Both include the
     forward pass over the m test samples, which is inside the timed call.
@@ -201,7 +201,7 @@ def train_textbook(
     A shuffling DataLoader over a TensorDataset (per-sample indexing and collation),
     nn.Linear, torch.optim.Adam, F.cross_entropy with LA / SuperLoss added as in
     `train_reference`. Same maths as (b), with the per-batch cost of the data pipeline that
-    most scripts have; the issue's own figure of ~9.6 s per linear head is of this kind.
+    most scripts have; the earlier figure of ~9.6 s per linear head is of this kind.
     """
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
@@ -379,6 +379,38 @@ def profile_epoch(fn: StackedFn, p: Problem, head: HeadSpec, trials: list[Trial]
 # --------------------------------------------------------------------------- main
 
 
+def fanout(args: argparse.Namespace) -> None:
+    """(c) alone on a device, features held there: one untimed pass of one epoch (kernels,
+    allocator), then all trials for --linear-epochs; trials/s to the file."""
+    torch.set_num_threads(args.threads)
+    p = make_problem(args)
+    dev = torch.device(args.device)
+    train_x, test_x = p.train_x.to(dev), p.test_x.to(dev)
+    c, T = p.num_classes, len(p.trials)
+    lin = HeadSpec("linear", args.linear_epochs, args.batch_size)
+
+    def run(head: HeadSpec) -> torch.Tensor:
+        preds = train_stacked(train_x, test_x, c, head, p.trials)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return preds
+
+    run(HeadSpec("linear", 1, args.batch_size))
+    seconds, preds = timed(lambda: run(lin))
+    acc = accuracy(preds.cpu(), p.test_y)
+    lines = [
+        f"{T} linear-head trials x {args.linear_epochs} epochs, {len(p.train_y)} train / "
+        f"{len(p.test_y)} test samples of {args.dim}-d, batch {args.batch_size}, on {dev}",
+        "",
+        "| trials | epochs | seconds | trials/s | trial-epochs/s | mean accuracy |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {T} | {args.linear_epochs} | {seconds:.2f} | {T / seconds:.3g} | "
+        f"{T * args.linear_epochs / seconds:.3g} | {100 * float(np.mean(acc)):.1f} % |",
+    ]
+    print("\n".join(lines))
+    Path(args.fanout).write_text("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n-max", type=int, default=5000, help="largest class (CIFAR-10: 5000)")
@@ -413,7 +445,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--candidate", help="file defining another train_stacked to time beside (c)")
     ap.add_argument("--profile", action="store_true", help="torch.profiler top ops of (c)")
     ap.add_argument("--no-fragment", action="store_true", help="do not update the results file")
+    ap.add_argument(
+        "--fanout",
+        metavar="FILE",
+        help="only (c), the stacked fan-out of all trials (linear head), on --device; its "
+        "trials/s as a markdown table in FILE (benchmarks/gpu_acceptance.sh)",
+    )
+    ap.add_argument("--device", default="cpu", help="with --fanout: cpu or cuda")
     args = ap.parse_args(argv)
+    if args.fanout:
+        fanout(args)
+        return
 
     load_start = os.getloadavg()
     torch.set_num_threads(args.threads)
@@ -732,7 +774,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     body = "\n\n".join(
         [
-            f"## Fine-tuning: stacked vs one trial at a time (issue 7)\n\n{environment(load_start)}",
+            f"## Fine-tuning: stacked vs one trial at a time\n\n{environment(load_start)}",
             lin_table,
             lin_notes,
             lin_rate_table,

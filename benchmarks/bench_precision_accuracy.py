@@ -1,4 +1,4 @@
-"""Does bf16 pre-training cost accuracy? kNN accuracy after the same epochs, bf16 vs fp32 (#15).
+"""Does bf16 pre-training cost accuracy? kNN accuracy after the same epochs, bf16 vs fp32.
 
 Real CIFAR-10-LT (gamma 100, data seed 0: 12,406 images), a width-16 ResNet18, the method's
 paper settings except epochs / batch / warm-up (given here), the shared loop
@@ -146,7 +146,7 @@ def summarise(args: argparse.Namespace) -> None:
     rows.sort(key=lambda r: (r["precision"] != "fp32", r["seed"]))
     r0 = rows[0]
     lines = [
-        "## bf16 pre-training: kNN accuracy against fp32 (issue 15)\n",
+        "## bf16 pre-training: kNN accuracy against fp32\n",
         "Command: `python benchmarks/bench_precision_accuracy.py --root DIR --precision P "
         f"--seeds {' '.join(str(s) for s in sorted({r['seed'] for r in rows}))} "
         f"--epochs {r0['epochs']} --batch {r0['batch']} "

@@ -16,7 +16,7 @@ load changes during the run slows both alike; warm-up steps are not timed.
 Images are random uint8 (content does not change the cost); heads have the paper's sizes
 unless overridden.
 
-Precision and memory format (issue 15):
+Precision and memory format:
 
     python benchmarks/bench_pretrain.py --compare-precision     # < 3 min: width 16, one method
     python benchmarks/bench_pretrain.py --speed-table --write   # ~10 min: 4 methods x 3 widths
@@ -33,6 +33,7 @@ work itself rather than the wait for a core.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -94,6 +95,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--widths", type=int, nargs="+", default=[8, 16, 64])
     p.add_argument("--write", action="store_true", help="write the speed table to RESULTS.md")
+    p.add_argument(
+        "--gpu-table",
+        metavar="FILE",
+        help="every method at --width under fp32, the default (auto) and the default with\n"
+        "torch.compile; the markdown table goes to FILE (benchmarks/gpu_acceptance.sh)",
+    )
+    p.add_argument(
+        "--compile-methods",
+        type=int,
+        default=None,
+        help="with --gpu-table: compile only the first N methods (compiling takes minutes\n"
+        "on a CPU); default: all",
+    )
     return p.parse_args(argv)
 
 
@@ -331,10 +345,44 @@ def compare_precision(args: argparse.Namespace, device: torch.device) -> None:
     print(f"pretrain speed-up of the default over fp32: {ratio:.2f}x (width 16, {name})")
 
 
+def gpu_table(args: argparse.Namespace, device: torch.device) -> None:
+    """Images/s of each method's full step at --width in fp32, the default precision and the
+    default with compile, interleaved per method; one markdown table written to the file."""
+    default = default_speed(device)
+    lines = [
+        f"Device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+        + f"; ResNet18 width {args.width}, batch {args.batch} of {args.image_size}x"
+        f"{args.image_size}, {args.steps} timed + {args.warmup} warm-up steps per setting; "
+        f"default: {default.precision}, {default.memory_format}",
+        "",
+        "| method | fp32 img/s | auto img/s | auto + compile img/s | auto / fp32 "
+        "| model TFLOP/s (auto) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for i, name in enumerate(args.methods):
+        speeds = {"fp32": Speed(), "auto": default}
+        if args.compile_methods is None or i < args.compile_methods:
+            speeds["compile"] = dataclasses.replace(default, compile=True)
+        img_s, _, flops = speed_block(name, args.width, speeds, args, device)
+        comp = f"{img_s['compile']:.4g}" if "compile" in img_s else "not timed"
+        tflops = img_s["auto"] / args.batch * flops / 1e12
+        lines.append(
+            f"| {name} | {img_s['fp32']:.4g} | {img_s['auto']:.4g} | {comp} | "
+            f"{img_s['auto'] / img_s['fp32']:.2f} | {tflops:.3g} |"
+        )
+        print(lines[-1], flush=True)
+    with open(args.gpu_table, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.gpu_table:
+        gpu_table(args, pick_device(args.device))
+        return
     if args.compare_precision or args.speed_table:
         device = pick_device(args.device)
         if args.compare_precision:
@@ -351,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         table = speed_table(args, device)
         body = (
-            "## Pre-train at the hardware's limit: precision and memory format (issue 15)\n\n"
+            "## Pre-train at the hardware's limit: precision and memory format\n\n"
             + head
             + f"Load average at the end {load_line()}\n\n"
             + table

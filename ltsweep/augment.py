@@ -16,14 +16,58 @@ operation whose probability is 0 draws nothing from the generator.
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from ltsweep.sweep.ssl_settings import AugmentSettings
+
+class ViewRecipe(Protocol):
+    """What the views read of a recipe: `ltsweep.sweep.ssl_settings.AugmentSettings` has these
+    fields (stated here so that the building blocks, and the trainers above them, import
+    nothing of the sweep layer)."""
+
+    crop_scale_min: float
+    flip_p: float
+    jitter_p: float
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+    grayscale_p: float
+    solarize_p: tuple[float, float]  # per view
+    blur_sigma: tuple[float, float]
+
+    def blur_p_at(self, size: int) -> tuple[float, float]: ...
+
 
 _GRAY = torch.tensor([0.299, 0.587, 0.114])
 _RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_HOST_CONSTANTS = {"gray": _GRAY, "rgb2yiq": _RGB2YIQ, "yiq2rgb": torch.linalg.inv(_RGB2YIQ)}
+#: (what, device, dtype) -> the constant there: one host-to-device copy per device, not per step
+_ON_DEVICE: dict[tuple[object, torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def _cached(key: tuple[object, torch.device, torch.dtype], make) -> torch.Tensor:
+    c = _ON_DEVICE.get(key)
+    if c is None:
+        c = make()
+        if type(c) is torch.Tensor:  # never keep a fake (FakeTensorMode) or other subclass
+            _ON_DEVICE[key] = c
+    return c
+
+
+def device_constant(
+    values: tuple[float, ...] | str, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """A small constant on `device`, copied there once per (values, device, dtype) and kept:
+    a step that rebuilt it would make a blocking host-to-device copy each time on a GPU.
+    `values`: numbers, or the name of one of this module's colour matrices. Read-only."""
+    if isinstance(values, str):
+        host = _HOST_CONSTANTS[values]
+        return _cached((values, device, dtype), lambda: host.to(device, dtype))
+    values = tuple(float(v) for v in values)
+    return _cached((values, device, dtype), lambda: torch.tensor(values, dtype=dtype).to(device))
 
 
 def _uniform(
@@ -61,10 +105,10 @@ def random_resized_crop_flip(
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("nchw,c->nhw", x, _GRAY.to(x.device, x.dtype))[:, None]
+    return torch.einsum("nchw,c->nhw", x, device_constant("gray", x.device, x.dtype))[:, None]
 
 
-def color_jitter(x: torch.Tensor, s: AugmentSettings, gen: torch.Generator) -> torch.Tensor:
+def color_jitter(x: torch.Tensor, s: ViewRecipe, gen: torch.Generator) -> torch.Tensor:
     n, dev = x.shape[0], x.device
     apply = (torch.rand(n, generator=gen, device=dev) < s.jitter_p).view(n, 1, 1, 1)
     b = _uniform(n, max(0.0, 1 - s.brightness), 1 + s.brightness, gen, dev).view(n, 1, 1, 1)
@@ -76,11 +120,12 @@ def color_jitter(x: torch.Tensor, s: AugmentSettings, gen: torch.Generator) -> t
     y = ((y - mean) * c + mean).clamp(0, 1)
     g = _gray(y)
     y = ((y - g) * sat + g).clamp(0, 1)
-    yiq = torch.einsum("ij,njhw->nihw", _RGB2YIQ.to(dev, x.dtype), y)
+    yiq = torch.einsum("ij,njhw->nihw", device_constant("rgb2yiq", dev, x.dtype), y)
     cos, sin = torch.cos(hue).view(n, 1, 1), torch.sin(hue).view(n, 1, 1)
     i, q = yiq[:, 1], yiq[:, 2]
     yiq = torch.stack([yiq[:, 0], cos * i - sin * q, sin * i + cos * q], dim=1)
-    y = torch.einsum("ij,njhw->nihw", torch.linalg.inv(_RGB2YIQ).to(dev, x.dtype), yiq).clamp(0, 1)
+    yiq2rgb = device_constant("yiq2rgb", dev, x.dtype)
+    y = torch.einsum("ij,njhw->nihw", yiq2rgb, yiq).clamp(0, 1)
     return torch.where(apply, y, x)
 
 
@@ -126,13 +171,14 @@ def gaussian_blur(
 
 
 class Normalize:
-    """uint8 NCHW -> float NCHW standardised with the data set's mean and std."""
+    """uint8 NCHW -> float NCHW standardised with the data set's mean and std (kept on the
+    device once per process: building one per epoch or per evaluation copies nothing)."""
 
     def __init__(
         self, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
     ) -> None:
-        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
+        self.mean = device_constant(tuple(mean), device).view(1, 3, 1, 1)
+        self.std = device_constant(tuple(std), device).view(1, 3, 1, 1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:
@@ -142,7 +188,7 @@ class Normalize:
 
 def two_views(
     images: torch.Tensor,
-    settings: AugmentSettings,
+    settings: ViewRecipe,
     gen: torch.Generator,
     out_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,7 +203,7 @@ def two_views(
 
 def view(
     x: torch.Tensor,
-    s: AugmentSettings,
+    s: ViewRecipe,
     gen: torch.Generator,
     which: int = 0,
     out_size: int | None = None,

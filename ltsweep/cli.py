@@ -1,4 +1,4 @@
-"""The `ltsweep` command: run, plan, status, results, report, cancel.
+"""The `ltsweep` command: run, plan, status, results, report, cancel, doctor.
 
 Errors in what the user gave (sweep file, profile, data root, a corrupt cache file) are one
 line on stderr and exit status 2, before anything is scheduled. `plan`, `status` and
@@ -13,18 +13,22 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
 
-from ltsweep.engine.local_checks import check_address, check_gpu
+from ltsweep.engine.local_checks import check_address, check_cpus, check_gpu
 from ltsweep.planning.describe import describe_plan
+from ltsweep.planning.gpu_budget import check_gpu_memory
 from ltsweep.planning.preflight import (
     check_data,
     check_label_values,
+    check_precision,
     check_run_folder,
     check_writable,
 )
-from ltsweep.status import check_record, status_text
+from ltsweep.status import check_record, job_only_text, status_text
 from ltsweep.store.cache import default_cache_dir, run_cache_dir
 from ltsweep.store.lock import describe as describe_lock
 from ltsweep.store.lock import read_lock, stale_reason
@@ -32,6 +36,7 @@ from ltsweep.store.results_view import FORMATS, METRICS, ViewError, results_text
 from ltsweep.sweep.base import one_line, read_yaml
 from ltsweep.sweep.cluster_profile import load_profile
 from ltsweep.sweep.schema import SpecError, Sweep, check_label_file, load_sweep, parse_sweep
+from ltsweep.version import __version__
 
 EXIT_USAGE = 2
 
@@ -64,6 +69,7 @@ def _load_run(run_dir: Path) -> tuple[Sweep, Path]:
 
 def _preflight(args: argparse.Namespace, sweep: Sweep, run_dir: Path, cache_dir: Path) -> None:
     """Everything `run` can check before it writes anything (one line, exit 2, if not)."""
+    check_precision(sweep, args.sweep)
     check_data(sweep, args.sweep)
     check_run_folder(sweep, run_dir, args.sweep)
     check_writable(run_dir, "run folder")
@@ -81,11 +87,16 @@ def _preflight(args: argparse.Namespace, sweep: Sweep, run_dir: Path, cache_dir:
     if args.address:
         check_address(args.address)
     else:
+        check_cpus(sweep, args.sweep)
         check_gpu(sweep, args.sweep)
+    note = check_gpu_memory(sweep, args.sweep)  # with --cluster, the job's driver checks
+    if note:
+        print(f"ltsweep: note: {note}", file=sys.stderr)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep)
+    check_precision(sweep, args.sweep)
     labels = sweep.data.noisy_labels
     if labels is not None:  # their checksum is part of the keys: a plan needs them, valid
         check_label_file(labels, f"{args.sweep}: ")
@@ -102,14 +113,26 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def interrupted_message(run_dir: Path | None) -> str:
+    """What an interrupted command says, whether SIGINT or SIGTERM stopped it."""
+    where = f" in {run_dir}" if run_dir is not None else ""
+    return (
+        f"ltsweep: interrupted; everything stored{where} is kept; "
+        "run the same command again to finish what is left"
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep)
     if args.download:
         sweep = sweep.model_copy(update={"data": sweep.data.model_copy(update={"download": True})})
     run_dir = _run_dir(sweep, args.run_dir)
+    args.resolved_run_dir = run_dir  # for the interruption message
     cache_dir = _cache_dir(run_dir, args.cache_dir)
     if args.cluster:
         load_profile(args.cluster)  # a bad profile is refused before anything is written
+    if args.nodes is not None and (not args.cluster or args.nodes < 1):
+        raise SpecError(f"--nodes: {args.nodes} (a number of nodes >= 1, with --cluster)")
     _preflight(args, sweep, run_dir, cache_dir)
     if args.cluster:
         return _run_on_cluster(args, sweep, run_dir, cache_dir)
@@ -120,11 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         sweep, run_dir, cache_dir, address=args.address, show_progress=not args.quiet
     )
     if summary.get("interrupted"):
-        print(
-            f"\nltsweep: interrupted; everything stored in {run_dir} is kept; run the same command again "
-            "to finish what is left",
-            file=sys.stderr,
-        )
+        print(f"\n{interrupted_message(run_dir)}", file=sys.stderr)
         print(results_text(run_dir))
         return 130
     if summary.get("nothing_to_do"):
@@ -148,11 +167,19 @@ def _run_on_cluster(args: argparse.Namespace, sweep: Sweep, run_dir: Path, cache
 
     profile = load_profile(args.cluster)
     command = ["ltsweep", "run", args.sweep, "--cluster", args.cluster, "--run-dir", str(run_dir)]
+    if args.nodes is not None:  # fewer (or more) nodes than the profile's: what is up now
+        profile = profile.model_copy(update={"nodes": args.nodes})
+        command += ["--nodes", str(args.nodes)]
     if args.cache_dir:
         command += ["--cache-dir", args.cache_dir]
     try:
         job = slurm.submit_sweep(
-            Path(args.sweep), run_dir, cache_dir, profile, command=shlex.join(command)
+            Path(args.sweep),
+            run_dir,
+            cache_dir,
+            profile,
+            command=shlex.join(command),
+            warn=lambda line: print(f"ltsweep: {line}", file=sys.stderr),
         )
     except slurm.JobActive as err:
         raise SpecError(str(err)) from None
@@ -175,6 +202,16 @@ def _run_on_cluster(args: argparse.Namespace, sweep: Sweep, run_dir: Path, cache
         deadline = time.monotonic() + 120  # follow it until SLURM says it ended, as status will
         while slurm.job_state(run_dir) in slurm.ACTIVE_STATES and time.monotonic() < deadline:
             time.sleep(1.0)
+        unseen = slurm.unseen_run_folder(run_dir)  # rather than "not a run folder"
+        if unseen:
+            print(f"ltsweep: error: {unseen}", file=sys.stderr)
+            return 1
+        from ltsweep.engine.node_check import failed_node
+
+        node = failed_node(run_dir / "logs" / "slurm" / str(job.job_id))
+        if node:  # a node's check failed the job at once: its line says why
+            print(f"ltsweep: error: {node}", file=sys.stderr)
+            return 1
         print(results_text(run_dir))
     return 0
 
@@ -192,6 +229,9 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
+    if not (run_dir / "sweep.yaml").is_file() and (text := job_only_text(run_dir)):
+        print(text)  # a job still waiting for its first start
+        return 0
     sweep, cache_dir = _load_run(run_dir)
     print(status_text(run_dir, sweep, cache_dir))
     return 0
@@ -211,6 +251,16 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         return 1
     print(f"ltsweep: cancelled SLURM job {job_id}; stored results in {run_dir} are kept")
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from ltsweep.engine.node_check import doctor  # torch: only for `doctor`
+
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    cache_dir = Path(args.cache_dir) if args.cache_dir else None
+    if cache_dir is None and (run_dir is not None or os.environ.get("LTSWEEP_CACHE")):
+        cache_dir = default_cache_dir(run_dir or Path("runs") / "x")
+    return doctor(run_dir, cache_dir)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -234,8 +284,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ltsweep import __version__
-
     p = argparse.ArgumentParser(prog="ltsweep", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"ltsweep {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -253,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--wait", action="store_true", help="with --cluster: follow the job to its end"
+    )
+    run.add_argument(
+        "--nodes",
+        type=int,
+        help="with --cluster: nodes of the job instead of the profile's (e.g. those still up)",
     )
     run.add_argument(
         "--address", help="connect to this running Ray cluster instead of starting one"
@@ -307,6 +360,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--dpi", type=float, default=100, help="resolution of PNGs (default 100)")
     rep.set_defaults(func=cmd_report)
+    doc = sub.add_parser(
+        "doctor",
+        help="check this machine for a sweep: torch build, driver, GPUs, precision, a training "
+        "step, CPUs, memory, folders (exit 1 on a failure)",
+    )
+    doc.add_argument("--run-dir", help="a run folder to check is writable (made later if missing)")
+    doc.add_argument(
+        "--cache-dir", help="a cache to check is writable (default: $LTSWEEP_CACHE if set)"
+    )
+    doc.set_defaults(func=cmd_doctor)
     return p
 
 
@@ -317,9 +380,6 @@ def _on_sigterm(signum, frame) -> None:
 def _trace_file(args: argparse.Namespace | None) -> Path | None:
     """Where the full trace of an unexpected error goes: the run's logs/, else
     ~/.cache/ltsweep/, else a temporary file."""
-    import tempfile
-    import traceback
-
     text = traceback.format_exc()
     name = f"crash-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.txt"
     places = []
@@ -357,10 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ltsweep: error: {one_line(str(err), 2000)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(
-            "\nltsweep: interrupted; everything stored is kept; run the same command again to resume",
-            file=sys.stderr,
-        )
+        print(f"\n{interrupted_message(getattr(args, 'resolved_run_dir', None))}", file=sys.stderr)
         return 130
     except SystemExit:
         raise

@@ -1,5 +1,5 @@
-"""Device choice and the speed settings: precision (bf16 autocast), memory format, compile;
-pinned memory and TF32 on CUDA.
+"""Device choice and the speed settings: precision (bf16 or fp16 autocast, the latter with a
+loss scaler), memory format, compile; pinned memory and TF32 on CUDA.
 
 What a unit runs with is resolved when it is planned (`ltsweep.sweep.precision`, no torch)
 and reaches the worker in the unit's settings as `Speed`; the worker does not re-resolve.
@@ -15,17 +15,17 @@ from typing import Any
 
 import torch
 
+#: the first compute capability with bf16 arithmetic in hardware (Ampere)
+BF16_CAPABILITY = (8, 0)
+
 
 def pick_device(setting: str = "auto") -> torch.device:
-    """'auto' takes the GPU Ray (or the user) made visible, else the CPU; 'cuda' without one fails."""
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("execution.device is 'cuda' but no CUDA device is visible")
-    if setting in ("auto", "cuda") and torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-        return torch.device("cuda")
-    return torch.device("cpu")
+    """The device `execution.device` names where no plan resolved one (the benchmarks):
+    'auto' takes a visible GPU, else the CPU; 'cuda' without one fails. Units use
+    `ltsweep.placement.unit_device`, which runs where their plan says."""
+    from ltsweep.placement import unit_device  # lazily: placement may import this module
+
+    return unit_device(None, setting)
 
 
 def use_threads(n: float | int) -> None:
@@ -38,7 +38,7 @@ def use_threads(n: float | int) -> None:
 class Speed:
     """How a worker runs its training step: what `execution` resolved to when planned."""
 
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a loss scaler)
     memory_format: str = "contiguous"  # contiguous | channels_last
     compile: bool = False
 
@@ -52,6 +52,40 @@ class Speed:
     @property
     def bf16(self) -> bool:
         return self.precision == "bf16"
+
+    @property
+    def fp16(self) -> bool:
+        return self.precision == "fp16"
+
+    def grad_scaler(self, device: torch.device) -> torch.amp.GradScaler:
+        """The loss scaler of a training step: real (enabled) for fp16, whose small gradients
+        underflow without it; a no-op pass-through for fp32 and bf16 (bf16 has fp32's range).
+
+        A step does `scaler.scale(loss).backward()`, `scaler.unscale_(opt)` before any
+        gradient clipping, `scaler.step(opt)`, `scaler.update()`; its `state_dict()` goes
+        into the checkpoint so a resumed run continues with the same scale.
+        """
+        return torch.amp.GradScaler(device.type, enabled=self.fp16)
+
+    def check_device(self, device: torch.device) -> None:
+        """Refuse, in one line, a precision this device cannot train in: bf16 on a GPU below
+        compute capability 8.0 (emulated: `torch.cuda.is_bf16_supported()` still says True),
+        fp16 on the CPU (no loss-scaled training mode there)."""
+        if device.type == "cuda" and self.bf16:
+            cap = torch.cuda.get_device_capability(device)
+            if cap < BF16_CAPABILITY:
+                name = torch.cuda.get_device_name(device)
+                raise RuntimeError(
+                    f"execution.precision: the plan says bf16, but {device} is {name} (compute "
+                    f"capability {cap[0]}.{cap[1]}), which only emulates bf16; plan with "
+                    f'execution.gpu_capability: "{cap[0]}.{cap[1]}" (auto gives fp16) or '
+                    "precision: fp16"
+                )
+        if device.type == "cpu" and self.fp16:
+            raise RuntimeError(
+                "execution.precision: the plan says fp16, a CUDA mode, but this unit runs on "
+                "the CPU"
+            )
 
     @property
     def channels_last(self) -> bool:
@@ -89,14 +123,15 @@ def legacy_speed(device: torch.device, amp: bool) -> Speed:
 
 @contextlib.contextmanager
 def autocast(device: torch.device, speed: Speed | bool) -> Iterator[None]:
-    """bfloat16 autocast on `device` (CUDA or CPU) when `speed` says bf16; else a no-op.
+    """bfloat16 autocast on `device` (CUDA or CPU) when `speed` says bf16, float16 when it
+    says fp16 (its step scales the loss: `Speed.grad_scaler`); else a no-op.
 
     A bool is the older `amp` flag: bf16 on CUDA only.
     """
     if isinstance(speed, bool):
         speed = legacy_speed(device, speed)
-    if speed.bf16:
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+    if speed.bf16 or speed.fp16:
+        with torch.autocast(device.type, dtype=torch.bfloat16 if speed.bf16 else torch.float16):
             yield
     else:
         yield

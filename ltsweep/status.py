@@ -50,6 +50,16 @@ def status_text(run_dir: Path, sweep: Sweep, cache_dir: Path) -> str:
     return "\n".join(out)
 
 
+def job_only_text(run_dir: Path) -> str | None:
+    """What status prints for a run folder whose SLURM job has not started yet (it holds the
+    job's record, but no frozen sweep until the job's first node writes it); None if the
+    folder holds no SLURM record."""
+    job = _slurm_job(run_dir)
+    if job is None:
+        return None
+    return f"run folder {run_dir}: no unit started yet\n{_slurm_line(job)}"
+
+
 def _driver_info(run_dir: Path) -> dict:
     try:
         return json.loads((run_dir / "driver.json").read_text())
@@ -90,12 +100,22 @@ def _slurm_job(run_dir: Path) -> dict | None:
     from ltsweep.engine import slurm  # submitit: only with a SLURM job
 
     check_record(run_dir, slurm.read_record(run_dir))
-    return {
-        "record": slurm.read_record(run_dir) or {},
-        "state": slurm.job_state(run_dir) or "unknown",
+    from ltsweep.engine import slurm_nodes
+
+    record = slurm.read_record(run_dir) or {}
+    state = slurm.job_state(run_dir) or "unknown"
+    job = {
+        "record": record,
+        "run_dir": run_dir,
+        "state": state,
         "requeues": slurm.requeue_count(run_dir),
         "active_states": slurm.ACTIVE_STATES | {"unknown"},
+        "reason": slurm_nodes.pending_reason(str(record.get("job_id"))),
+        "nodes": None,
     }
+    if state != "COMPLETED":  # a job that waits or ended short: are its nodes there?
+        job["nodes"] = slurm_nodes.nodes_view(record)
+    return job
 
 
 def check_record(run_dir: Path, record: dict | None) -> None:
@@ -104,16 +124,49 @@ def check_record(run_dir: Path, record: dict | None) -> None:
 
 
 def _slurm_line(job: dict) -> str:
-    """`SLURM job 12: RUNNING, requeued 2 time(s) (1 by ltsweep at its time limit)`, and for
-    a job that ended without finishing, the command that finishes what is missing."""
+    """`SLURM job 12: RUNNING, requeued 2 time(s) (1 by ltsweep at its time limit)`; for a
+    pending job, SLURM's reason (`PENDING (Resources; requeued 1 time(s))`); the job's nodes
+    that are down; and, for a job that ended without finishing or waits for nodes that are
+    down, the command that finishes what is missing on the nodes that are up."""
+    from ltsweep.engine.slurm_nodes import finish_command
+
     record, state, requeues = job["record"], job["state"], job["requeues"]
     line = f"SLURM job {record.get('job_id')}: {state}"
+    requeued = ""
     if requeues:
         own = int(record.get("requeues", 0))
-        line += f", requeued {requeues} time(s)" + (
+        requeued = f"requeued {requeues} time(s)" + (
             f" ({own} by ltsweep at its time limit)" if own else ""
         )
-    if state not in job["active_states"] and state != "COMPLETED":
+    if job.get("reason"):
+        line += f" ({job['reason']}" + (f"; {requeued}" if requeued else "") + ")"
+    elif requeued:
+        line += f", {requeued}"
+    view = job.get("nodes")
+    wanted = int((record.get("profile") or {}).get("nodes") or 0)
+    short = view is not None and view.known and wanted > view.up
+    if view is not None and view.down:
+        line += f"\nnodes down: {', '.join(view.down)}"
+        if view.job_nodes:
+            line += f" (of its nodes {', '.join(view.job_nodes)})"
+    if short:
+        line += (
+            f"\n{view.up} of the {wanted} nodes it asks for are up in partition {view.partition}"
+        )
+    if view is not None:
+        again, local = finish_command(record, job.get("run_dir", "RUN"), view)
+    else:
         again = record.get("command") or "ltsweep run SWEEP --cluster PROFILE --run-dir RUN"
-        line += f"\nthe job ended {state}: `{again}` finishes what is missing"
+        local = False
+    if local:  # no node of the partition is up
+        how = f"run it locally: `{again}` finishes what is missing"
+    else:
+        how = f"`{again}` finishes what is missing" + (" on the nodes that are up" if short else "")
+    if state not in job["active_states"] and state != "COMPLETED":
+        line += f"\nthe job ended {state}: {how}"
+    elif state == "PENDING" and short:
+        line += (
+            "\nit waits for nodes that are down: "
+            f"`ltsweep cancel {job.get('run_dir', 'RUN')}`, then {how}"
+        )
     return line

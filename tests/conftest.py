@@ -117,3 +117,15 @@ def digits():
     from ltsweep.data.digits import load_digits_dataset
 
     return load_digits_dataset(image_size=16, test_per_class=40)
+
+
+@pytest.fixture(autouse=True)
+def keep_cuda_visible_devices() -> Iterator[None]:
+    """A CPU unit run inside the test process hides the GPUs from it (CUDA_VISIBLE_DEVICES=""),
+    as it does in its worker; the next test (a `pytest -m gpu` one) gets them back."""
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    yield
+    if before is None:
+        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    else:
+        os.environ["CUDA_VISIBLE_DEVICES"] = before

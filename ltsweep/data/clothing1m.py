@@ -16,7 +16,10 @@ make the training noise depend on an accident of the release). Test = the clean_
 their clean labels.
 
 Images stay on disk: a million decoded 224x224 images would take 150 GB. `FileImageSet`
-decodes a batch on demand in a small thread pool (Pillow releases the GIL while decoding).
+decodes a batch on demand in a thread pool (Pillow releases the GIL while decoding) of as many
+threads as the CPUs the process was given (`decode_threads`: Ray sets OMP_NUM_THREADS to a
+unit's CPUs), decided where it decodes, not where the data set was loaded; the training loops
+read the next batch while a step runs (`ltsweep.train.batches.TrainImages`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,18 @@ from ltsweep.data.base import DataError, Dataset
 NUM_CLASSES = 14
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def decode_threads() -> int:
+    """The CPUs this process was given: OMP_NUM_THREADS (Ray sets it to the unit's CPUs),
+    else the CPUs it may run on."""
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def resize_for(size: int) -> int:
@@ -85,8 +100,12 @@ class FileImageSet:
     augmentation on the device; `train` only records which split this is.
     `draft` is passed to `decode_image` (fast reduced-scale JPEG decoding).
     Paths are held as one numpy bytes array (compact, quick to pickle to Ray workers); the
-    thread pool is created on first use and not pickled.
+    thread pool is created on first use and not pickled. `workers`: decoding threads; None
+    (default) sizes it where it decodes, to the CPUs that process was given.
     """
+
+    #: decoded on demand: a training loop reads the next batch ahead (`TrainImages`)
+    prefetch = True
 
     def __init__(
         self,
@@ -96,6 +115,7 @@ class FileImageSet:
         train: bool,
         *,
         draft: bool = True,
+        workers: int | None = None,
     ) -> None:
         self.paths = np.asarray([os.fsencode(p) for p in paths], dtype=np.bytes_)
         self.labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -104,7 +124,7 @@ class FileImageSet:
         self.size = int(size)
         self.train = bool(train)
         self.draft = bool(draft)
-        self.workers = min(8, os.cpu_count() or 1)
+        self._workers = workers
         self._pool: ThreadPoolExecutor | None = None
 
     def __len__(self) -> int:
@@ -114,6 +134,10 @@ class FileImageSet:
         state = self.__dict__.copy()
         state["_pool"] = None
         return state
+
+    @property
+    def workers(self) -> int:
+        return getattr(self, "_workers", None) or decode_threads()
 
     def path(self, i: int) -> str:
         return os.fsdecode(self.paths[i])

@@ -4,6 +4,7 @@ without end, so a child process asks, with a timeout), and that a GPU asked for 
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -57,11 +58,30 @@ def check_address(address: str) -> None:
         )
 
 
+def asked_kinds(sweep: Sweep) -> list[str]:
+    """The unit kinds whose `resources.<kind>` a run asks Ray for: baselines only when the
+    sweep has some (their default, the pre-train's, must not stop a CPU-only grid)."""
+    return ["pretrain", "finetune"] + (["baseline"] if sweep.baselines.methods else [])
+
+
+def check_cpus(sweep: Sweep, source: str) -> None:
+    """A local run's Ray has this machine's CPUs: a unit asking for more would never be
+    scheduled, so it is refused here, before the run folder is written."""
+    have = os.cpu_count() or 1
+    for kind in asked_kinds(sweep):
+        cpu = getattr(sweep.resources, kind).cpu
+        if cpu > have:
+            raise SpecError(
+                f"{source}: resources.{kind}.cpu: {cpu:g} CPUs asked but this machine's local Ray has "
+                f"{have} (ask for at most {have}, or run with --cluster or --address)"
+            )
+
+
 def check_gpu(sweep: Sweep, source: str) -> None:
     """A local run that asks for a GPU (device cuda, or GPU resources) has one."""
     wants = [
         f"resources.{kind}.gpu"
-        for kind in ("pretrain", "finetune")
+        for kind in asked_kinds(sweep)
         if getattr(sweep.resources, kind).gpu > 0
     ]
     if sweep.execution.device == "cuda":

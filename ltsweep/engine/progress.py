@@ -78,7 +78,7 @@ class Progress:
         self._cost_of = cost_of
         self._pending_cost: Counter[str] = Counter()  # FLOPs of trials not started yet
         for config in pending:
-            stage, _ = _stage_units(config)
+            stage, _ = units_of(config)
             self._pending_cost[stage] += self._cost(config)
         self._done_cost: Counter[str] = Counter()  # FLOPs and seconds of finished trials
         self._done_sec: Counter[str] = Counter()
@@ -330,6 +330,15 @@ class Progress:
             self.stream.write(text + "\n")
             self.stream.flush()
 
+    def note(self, line: str) -> None:
+        """Print `line` for good above the view (a failed unit's error), never redrawn over."""
+        with self._lock:
+            if self.tty:
+                self._console().print(line, markup=False, highlight=False, soft_wrap=True)
+            else:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+
     def _console(self) -> Any:
         from rich.console import Console
 
@@ -412,7 +421,13 @@ def _bar(width: int, total: int, done: int, failed: int, running: int) -> Any:
     return bar
 
 
-def _stage_units(config: dict) -> tuple[str, int]:
+#: a Tune config's price in FLOPs (`ltsweep.sweep.estimate`), set once when its units are
+#: at hand (`work_queue.priced`): the view reads it and never goes back to the sweep
+FLOPS = "flops"
+
+
+def units_of(config: dict) -> tuple[str, int]:
+    """(progress stage, number of units) of a Tune config."""
     if config["kind"] == "finetune":
         return "finetune", len(config["units"])
     return config["kind"], 1

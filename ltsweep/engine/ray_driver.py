@@ -41,6 +41,8 @@ from ltsweep.engine.driver_process import (
     keep_sigterm,
     log_ray_to_file,
 )
+from ltsweep.engine.local_checks import asked_kinds
+from ltsweep.engine.local_ray import start_local_ray
 from ltsweep.engine.tune_callbacks import ProgressCallback, config_name, tensorboard, trial_name
 from ltsweep.engine.work_queue import (
     FAILED,
@@ -48,6 +50,7 @@ from ltsweep.engine.work_queue import (
     failed_result,
     work_items,
 )
+from ltsweep.planning.gpu_budget import check_gpu_memory
 from ltsweep.planning.plan import KINDS, make_plan
 from ltsweep.planning.state import assess
 from ltsweep.store import shared_rows
@@ -73,6 +76,7 @@ def _trainable(config: dict, ctx_blob: dict) -> None:
     (`execution.max_failures`); the unit resumes from its checkpoint in the cache.
     """
     from ltsweep.device import use_threads  # torch: in the worker, never in the driver
+    from ltsweep.gpu_memory import release as release_gpu_memory
 
     sweep = Sweep.model_validate(ctx_blob["sweep"])
     ctx = RunContext(
@@ -90,20 +94,32 @@ def _trainable(config: dict, ctx_blob: dict) -> None:
         message = f"{type(err).__name__}: {err}"
         tune.report({"seconds": time.perf_counter() - t0, FAILED: message})
         return
+    finally:  # Ray reuses this process: the next trial on the card finds the memory free
+        release_gpu_memory()
     tune.report({"seconds": time.perf_counter() - t0})
 
 
+def trial_resources(sweep: Sweep) -> dict[str, tune.PlacementGroupFactory]:
+    """What one Tune trial of each unit kind asks Ray for: its kind's `resources` (a fraction
+    of a GPU below 1 lets trials share one: two baselines at `resources.baseline.gpu` 0.5)."""
+    out = {}
+    for name, kind in KINDS.items():
+        r = kind.resources(sweep)
+        out[name] = tune.PlacementGroupFactory([{"CPU": r.cpu, "GPU": r.gpu}])
+    return out
+
+
 def _check_resources(sweep: Sweep, cluster: dict[str, float]) -> None:
-    for kind in ("pretrain", "finetune"):
+    for kind in asked_kinds(sweep):
         r = getattr(sweep.resources, kind)
         if r.gpu > 0 and cluster.get("GPU", 0) <= 0:
             raise SpecError(
-                f"resources.{kind}.gpu: {r.gpu} GPU asked but the Ray cluster has none "
+                f"resources.{kind}.gpu: {r.gpu:g} GPU asked but the Ray cluster has none "
                 f"(set resources.{kind}.gpu: 0 to run on the CPU)"
             )
         if r.cpu > cluster.get("CPU", 0):
             raise SpecError(
-                f"resources.{kind}.cpu: {r.cpu} CPUs asked but the Ray cluster has {cluster.get('CPU', 0):g}"
+                f"resources.{kind}.cpu: {r.cpu:g} CPUs asked but the Ray cluster has {cluster.get('CPU', 0):g}"
             )
 
 
@@ -113,6 +129,7 @@ def prepare_run(sweep: Sweep, run_dir: Path, cache_dir: Path, say=None):
     entries are moved to a `.quarantine/` folder (one line each through `say`) and their units
     run again."""
     check_data_root(sweep)
+    check_gpu_memory(sweep)  # in a SLURM job: this node's GPU (the submit host may have none)
     plan = make_plan(sweep)
     for d in (run_dir / "results", run_dir / "logs", cache_dir):
         d.mkdir(parents=True, exist_ok=True)
@@ -220,17 +237,17 @@ def _run_locked(
         contextlib.redirect_stderr(log_file),
     ):
         if started_ray:
-            kwargs: dict[str, Any] = (
-                {"address": address} if address else {"num_cpus": os.cpu_count()}
-            )
             with keep_sigterm():  # ray.init installs its own, which exits with status 15
-                ray.init(
-                    **kwargs,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    logging_level=logging.ERROR,
-                    configure_logging=False,
-                )
+                if address:
+                    ray.init(
+                        address=address,
+                        include_dashboard=False,
+                        log_to_driver=False,
+                        logging_level=logging.ERROR,
+                        configure_logging=False,
+                    )
+                else:  # a local Ray, stopped by a reaper if this driver is killed
+                    start_local_ray(os.cpu_count() or 1, run_dir / "logs")
         try:
             return _run_tuner(
                 sweep,
@@ -286,10 +303,10 @@ def _run_tuner(
 
     searcher = DependencySearcher(ready, waiting, stop_event, on_pretrain_failed)
     res = {name: kind.resources(sweep) for name, kind in KINDS.items()}
+    asks = trial_resources(sweep)
 
     def resources(config: dict):
-        r = res[config["kind"]]
-        return tune.PlacementGroupFactory([{"CPU": r.cpu, "GPU": r.gpu}])
+        return asks[config["kind"]]
 
     ctx_blob = {
         "sweep": sweep.model_dump(mode="json"),
@@ -298,7 +315,7 @@ def _run_tuner(
         "cpus": {k: r.cpu for k, r in res.items()},
     }
     trainable = tune.with_resources(tune.with_parameters(_trainable, ctx_blob=ctx_blob), resources)
-    callbacks = [ProgressCallback(progress, run_dir), *tensorboard()]
+    callbacks = [ProgressCallback(progress, run_dir, stream), *tensorboard()]
     n_items = len(ready) + sum(len(v) for v in waiting.values())
     tuner = tune.Tuner(
         trainable,

@@ -3,13 +3,15 @@
 Two sweeps may share a node, so everything here is per job: a port block derived from the
 job id, a node-local temp dir named after it, and a stop that kills exactly the processes
 under that temp dir (never another job's Ray, unlike `ray stop`). Pure functions except
-`stop_job_ray` and the reachability probes; used by `ltsweep.engine.sweep_job` (on the nodes) and `ltsweep.engine.reaper`.
+`stop_job_ray`, `node_gpus` (it asks the node's driver) and the reachability probes; used by
+`ltsweep.engine.sweep_job` (on the nodes) and `ltsweep.engine.reaper`.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -17,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ltsweep import gpu_probe
 from ltsweep.sweep.cluster_profile import RAY_PORT_BLOCK, ClusterProfile
 
 #: job-derived Ray ports stay in [low, high): above common services, below Linux's ephemeral
@@ -90,6 +93,55 @@ def ray_temp_dir(job_id: str, restart: int = 0) -> str:
     return path
 
 
+class NodeWithoutGpus(RuntimeError):
+    """The cluster profile asks for GPUs and this node sees none."""
+
+
+def visible_gpu_count(listed: int, cuda_visible: str | None) -> int:
+    """How many of the `listed` GPUs (nvidia-smi lists them all) CUDA_VISIBLE_DEVICES leaves
+    to this node's processes, read as CUDA reads it: entries up to the first invalid one
+    (an index past the last GPU, a repeat, a negative or odd entry); unset: all of them."""
+    if cuda_visible is None:
+        return listed
+    seen: set[str] = set()
+    for entry in (e.strip() for e in cuda_visible.split(",")):
+        ok = (entry.isdigit() and int(entry) < listed) or entry.startswith(("GPU-", "MIG-"))
+        if not ok or entry in seen:
+            break
+        seen.add(entry)
+    return min(len(seen), listed)
+
+
+def node_gpus(profile: ClusterProfile) -> int:
+    """Ray's --num-gpus on this node: the GPUs it really has (its driver's list, cut by
+    CUDA_VISIBLE_DEVICES), at most the profile's `gpus_per_node`.
+
+    A GPU count taken on trust from the profile lets Ray schedule CUDA units onto a node
+    whose torch sees no GPU; with none here while the profile asks for some, the node fails
+    at once with one line (`NodeWithoutGpus`) instead.
+    """
+    asked = profile.gpus_per_node
+    if asked == 0:
+        return 0
+    listed = gpu_probe.visible_gpus()
+    cuda_visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    have = visible_gpu_count(len(listed), cuda_visible)
+    if have == 0:
+        if listed:
+            seen = f"nvidia-smi lists {len(listed)} (driver {listed[0].driver})"
+        elif shutil.which("nvidia-smi") is None:
+            seen = "no nvidia-smi"
+        else:
+            seen = "nvidia-smi lists none"
+        where = "unset" if cuda_visible is None else repr(cuda_visible)
+        raise NodeWithoutGpus(
+            f"{socket.gethostname()}: the cluster profile asks for gpus_per_node {asked} but "
+            f"this node sees no GPU ({seen}, CUDA_VISIBLE_DEVICES={where}); "
+            "set gpus_per_node: 0 for CPU nodes, or ask SLURM for GPU nodes"
+        )
+    return min(have, asked)
+
+
 def render_node_bootstrap(
     profile: ClusterProfile,
     job_id: str,
@@ -100,13 +152,14 @@ def render_node_bootstrap(
     node_ip: str | None = None,
     python: str | None = None,
     restart: int = 0,
+    gpus: int | None = None,
 ) -> list[str]:
     """The exact `ray start` argv for node `rank` of the job (rank 0: the head).
 
     Pure, so it is tested without SLURM. CPUs and GPUs are explicit because Ray's detection
     is wrong under SLURM; every port is explicit so two jobs on one node never collide.
     `head_ip` defaults to the first hostname; `node_ip` (this node's address) is passed to
-    Ray only when given.
+    Ray only when given. `gpus`: what the node really has (`node_gpus`), else the profile's.
     """
     if not 0 <= rank < len(hostnames):
         raise ValueError(f"rank {rank} outside the job's {len(hostnames)} nodes")
@@ -127,7 +180,7 @@ def render_node_bootstrap(
         f"--min-worker-port={ports.min_worker}",
         f"--max-worker-port={ports.max_worker}",
         f"--num-cpus={profile.cpus_per_node}",
-        f"--num-gpus={profile.gpus_per_node}",
+        f"--num-gpus={profile.gpus_per_node if gpus is None else gpus}",
         f"--temp-dir={ray_temp_dir(job_id, restart)}",
         "--disable-usage-stats",
     ]

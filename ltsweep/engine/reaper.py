@@ -24,7 +24,7 @@ from ltsweep.engine.ray_node import stop_job_ray
 _POLL_S = 0.5
 
 
-def _start_time(pid: int) -> str | None:
+def process_start_time(pid: int) -> str | None:
     """The process's start time in clock ticks (field 22 of /proc/PID/stat), or None if it
     is gone: with the pid it names one process even if the pid is reused."""
     try:
@@ -50,8 +50,8 @@ def spawn_reaper(job_id: str, restart: int, log_path: Path) -> None:
 
 def watch(job_id: str, restart: int, task_pid: int) -> int:
     """Wait for the task to end, then stop its run's Ray here; return how many processes."""
-    born = _start_time(task_pid)
-    while born is not None and _start_time(task_pid) == born:
+    born = process_start_time(task_pid)
+    while born is not None and process_start_time(task_pid) == born:
         time.sleep(_POLL_S)
     return stop_job_ray(job_id, restart=restart)
 

@@ -19,6 +19,7 @@ import os
 import shlex
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from ltsweep.engine.sweep_job import Driver, SweepJob
 from ltsweep.store.atomic import write_json
 from ltsweep.sweep.base import SpecError
 from ltsweep.sweep.cluster_profile import ClusterProfile, load_profile
+from ltsweep.sweep.schema import load_sweep
 
 __all__ = [  # the submit side, and what tests and the CLI reach through this module
     "ACTIVE_STATES",
@@ -62,6 +64,8 @@ ACTIVE_STATES = frozenset(
 def executor_parameters(profile: ClusterProfile, job_name: str = "ltsweep") -> dict[str, Any]:
     """submitit SlurmExecutor parameters for a profile: one task per node, requeueable."""
     extra: dict[str, Any] = {"requeue": True}
+    if profile.no_kill:  # SLURM keeps the job, on the nodes left, when one of them fails
+        extra["no_kill"] = True
     extra.update(profile.sbatch_extra())
     params: dict[str, Any] = {
         "job_name": job_name,
@@ -72,6 +76,9 @@ def executor_parameters(profile: ClusterProfile, job_name: str = "ltsweep") -> d
         "cpus_per_task": profile.cpus_per_node,
         "signal_delay_s": profile.signal_delay_s,
         "setup": list(profile.setup),
+        # a node that fails (its node check, say) ends the job at once, not after a timeout;
+        # with no_kill, a node that is lost (SLURM marks it DOWN) ends only its own task
+        "srun_args": ["--kill-on-bad-exit=1"] + (["--no-kill"] if profile.no_kill else []),
         "additional_parameters": extra,
     }
     if profile.gpus_per_node:
@@ -129,6 +136,113 @@ def sbatch_script(
     return ex._make_submission_file_text(ex._submitit_command_str, "preview")
 
 
+# --- folders the job's nodes must see -----------------------------------------------------------
+
+#: folders that are each machine's own on any cluster: a job's nodes never see the submit
+#: host's copy (an empty one of the same name at most), so a run folder there loses the job
+NODE_LOCAL_ROOTS = ("/tmp", "/dev/shm", "/run", "/var/run")
+#: filesystem types every node of a cluster can mount: a folder on one is shared, wherever
+SHARED_FS_TYPES = frozenset(
+    "nfs nfs4 lustre gpfs beegfs cifs smb3 ceph glusterfs panfs wekafs afs 9p virtiofs".split()
+)
+MOUNTS = Path("/proc/self/mounts")
+
+
+def _mount_type(path: Path) -> str | None:
+    """The filesystem type of the mount `path` lies on (the longest mount point above it)."""
+    try:
+        lines = MOUNTS.read_text().splitlines()
+    except OSError:
+        return None
+    best, kind = "", None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = str(path) == point or str(path).startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def node_local_root(path: str | os.PathLike[str]) -> Path | None:
+    """The node-local folder `path` lies under (/tmp, /dev/shm, /run, $TMPDIR), or None.
+
+    None too when a network filesystem is mounted there (it is then shared after all).
+    """
+    p = Path(os.path.abspath(path))
+    tmpdir = os.environ.get("TMPDIR")
+    roots = [Path(r) for r in NODE_LOCAL_ROOTS]
+    if tmpdir and Path(tmpdir).is_absolute() and Path(tmpdir) != Path("/"):
+        roots.append(Path(os.path.abspath(tmpdir)))
+    for root in roots:
+        if p == root or root in p.parents:
+            kind = _mount_type(p)
+            if kind is not None and (kind in SHARED_FS_TYPES or kind.startswith("fuse.")):
+                return None
+            return root
+    return None
+
+
+def check_shared_folders(
+    run_dir: Path,
+    cache_dir: Path,
+    profile: ClusterProfile,
+    warn: Callable[[str], None] | None = None,
+) -> None:
+    """The run folder and the cache must be seen by every node of the job.
+
+    A folder under a node-local path (`node_local_root`) is refused for a job of several
+    nodes: each node would see its own empty folder, the job would fail without a word where
+    the user looks (SLURM cannot even write the job's log there), and its rows would be lost.
+    A one-node job may run on this very machine (a one-node test cluster does), so there it
+    is a warning through `warn`.
+    """
+    local = [
+        (what, path, root)
+        for what, path in (("--run-dir", run_dir), ("--cache-dir (or LTSWEEP_CACHE)", cache_dir))
+        for root in [node_local_root(path)]
+        if root is not None
+    ]
+    if not local:
+        return
+    what, path, root = local[0]
+    also = f" (so is the cache, {local[1][1]})" if len(local) > 1 else ""
+    line = (
+        f"{what}: {path} is under {root}, which each node of a SLURM job has for itself{also}: "
+        "the job's nodes cannot see it; put it on a shared filesystem every node mounts "
+        "(a home, project or scratch folder)"
+    )
+    if profile.nodes > 1:
+        raise SpecError(line)
+    if warn is not None:
+        warn(f"warning: {line}, unless the job runs on this machine")
+
+
+def unseen_run_folder(run_dir: str | os.PathLike[str]) -> str | None:
+    """Why the recorded job left nothing in the run folder, once it ended: its nodes could not
+    see the folder (SLURM writes each task's log there first: no log, no folder); else None.
+
+    Only a FAILED job is judged: one still waiting or running may write its logs yet, and one
+    cancelled before it started never had any.
+    """
+    record = read_record(run_dir)
+    if record is None:
+        return None
+    state = job_state(run_dir)
+    if state != "FAILED":
+        return None
+    folder = Path(record["log_folder"])
+    if any(folder.glob(f"{record['job_id']}_*_log.*")):
+        return None
+    return (
+        f"SLURM job {record['job_id']} ended {state} without writing its log into "
+        f"{folder}: the job's nodes cannot see the run folder {Path(run_dir)}; put it on a "
+        "shared filesystem every node mounts (--run-dir) and run again"
+    )
+
+
 # --- the run record: run_dir/slurm.json ---------------------------------------------------------
 
 
@@ -143,17 +257,18 @@ def submit_sweep(
     *,
     driver: Driver | None = None,
     command: str | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> submitit.Job[Any]:
     """Submit the sweep as one SLURM job; record it in run_dir/slurm.json and return the job.
 
     Refuses (JobActive) while the job recorded for run_dir still runs or waits. `command`,
-    the user's submitting command line, is recorded for `ltsweep status` to repeat.
+    the user's submitting command line, is recorded for `ltsweep status` to repeat. A run
+    folder or cache the job's nodes cannot see is refused (`check_shared_folders`; `warn`
+    gets the warning of a one-node job).
 
     The sweep is validated and frozen here (a bad file fails before queueing, and editing
     it later does not change a queued job). `driver` replaces ray_driver.run_sweep (tests).
     """
-    from ltsweep.sweep.schema import load_sweep
-
     sweep = load_sweep(sweep_path)
     prof = profile if isinstance(profile, ClusterProfile) else load_profile(profile)
     run = Path(run_dir).resolve()
@@ -171,6 +286,7 @@ def submit_sweep(
             "--cluster: no `sbatch` on PATH, so SLURM cannot be reached from this machine "
             "(run without --cluster to use a local Ray)"
         )
+    check_shared_folders(run, cache, prof, warn)
     created = not run.exists()
     run.mkdir(parents=True, exist_ok=True)
     executor = make_executor(prof, run / LOG_SUBDIR / "%j", job_name=f"ltsweep-{sweep.name}")

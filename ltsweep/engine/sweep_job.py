@@ -23,7 +23,10 @@ from typing import Any
 import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
+from ltsweep.engine.node_check import check_this_node, mark_cache
 from ltsweep.engine.ray_node import (
+    NodeWithoutGpus,
+    node_gpus,
     ray_ports,
     raylet_running,
     reachable,
@@ -33,6 +36,7 @@ from ltsweep.engine.ray_node import (
     wait_reachable,
 )
 from ltsweep.engine.reaper import spawn_reaper
+from ltsweep.engine.slurm_nodes import spawn_head_watch
 from ltsweep.engine.slurm_record import LOG_SUBDIR, now, update_record
 from ltsweep.sweep.cluster_profile import ClusterProfile
 
@@ -104,6 +108,7 @@ class SweepJob(Checkpointable):
         self.driver = driver
         self.requeues = requeues
         ensure_auth_token(self.run_dir)  # on the submit host, before any node needs it
+        mark_cache(self.cache_dir)  # so that a node seeing another folder there knows
         self._stop: threading.Event | None = None
         self._thread: threading.Thread | None = None
         self._job_id: str | None = None
@@ -121,6 +126,9 @@ class SweepJob(Checkpointable):
         job_id, rank = str(env.job_id), env.global_rank
         hostnames = list(env.hostnames)
         self._job_id = job_id
+        # first: a node that cannot run units (or see the run folder) fails the job at once,
+        # its failing line in this task's log (srun --kill-on-bad-exit stops the other nodes)
+        check_this_node(self.run_dir, self.cache_dir, _log, marker=AUTH_TOKEN)
         ensure_auth_token(self.run_dir)
         os.environ.pop("RAY_AUTH_TOKEN", None)  # would take precedence over the file
         os.environ.update(ray_auth_env(self.run_dir))  # for `ray start` and the driver
@@ -133,8 +141,20 @@ class SweepJob(Checkpointable):
         else:
             head_ip = routable_ip(hostnames[0]) or hostnames[0]
             node_ip = routable_ip(hostnames[rank])
+        try:  # Ray is told the GPUs this node really has, and none is a failure at once
+            gpus = node_gpus(self.profile)
+        except NodeWithoutGpus as err:
+            _log(str(err))
+            raise
         argv = render_node_bootstrap(
-            self.profile, job_id, hostnames, rank, head_ip=head_ip, node_ip=node_ip, restart=restart
+            self.profile,
+            job_id,
+            hostnames,
+            rank,
+            head_ip=head_ip,
+            node_ip=node_ip,
+            restart=restart,
+            gpus=gpus,
         )
         gcs = ray_ports(self.profile, job_id).gcs
         _log(f"job {job_id} rank {rank}/{len(hostnames)} on {env.hostname}, restart {restart}")
@@ -246,13 +266,33 @@ class SweepJob(Checkpointable):
                 lost_since = time.monotonic()
             elif time.monotonic() - lost_since > _HEAD_LOST_S:
                 _log(f"the Ray head {head}:{port} is gone for {_HEAD_LOST_S:.0f}s; leaving")
+                self._watch_head()
                 return
             time.sleep(_WORKER_POLL_S)
+
+    def _watch_head(self) -> None:
+        """Under no_kill SLURM keeps a job whose first node failed, headless: a watcher left
+        behind requeues it once SLURM drops that node (`slurm_nodes.watch_head`)."""
+        if not self.profile.no_kill or self._job_id is None:
+            return
+        head = submitit.JobEnvironment().hostnames[0]
+        log = self.run_dir / LOG_SUBDIR / self._job_id / "head-watch.log"
+        spawn_head_watch(self._job_id, head, log)
 
     # - preemption and time limit -
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission | None:
         """Called by submitit (rank 0) on SIGUSR2: stop scheduling, wait a bounded time for
-        running units, stop Ray, and requeue unless max_requeues is used up."""
+        running units, stop Ray, and requeue unless max_requeues is used up.
+
+        The decision is recorded first: SLURM may send the signal in the same pass as the
+        time-limit kill (its limits are checked every 30 s), and SIGKILL follows KillWait
+        seconds later, possibly before the waits below end."""
+        count = self.requeues + 1
+        gives_up = count > self.profile.max_requeues
+        if gives_up:
+            update_record(self.run_dir, last_checkpoint_at=now(), gave_up_at=now())
+        else:
+            update_record(self.run_dir, requeues=count, last_checkpoint_at=now())
         if self._stop is not None:
             self._stop.set()
         wait_s = max(5.0, self.profile.signal_delay_s - 30.0)
@@ -262,15 +302,12 @@ class SweepJob(Checkpointable):
                 _log(f"the driver did not stop within {wait_s:.0f}s; its running units are lost")
         if self._job_id is not None:
             stop_job_ray(self._job_id, restart=self._restart)
-        count = self.requeues + 1
-        if count > self.profile.max_requeues:
+        if gives_up:
             _log(
                 f"not requeued: that would be requeue {count}, above max_requeues="
                 f"{self.profile.max_requeues}; run the sweep again to resume from its cache"
             )
-            update_record(self.run_dir, last_checkpoint_at=now(), gave_up_at=now())
             return None
-        update_record(self.run_dir, requeues=count, last_checkpoint_at=now())
         _log(f"requeueing ({count} of at most {self.profile.max_requeues})")
         self.requeues = count
         return DelayedSubmission(self, *args, **kwargs)

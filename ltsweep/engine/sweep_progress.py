@@ -1,4 +1,4 @@
-"""The progress view of one sweep's run: its Tune configs priced by the plan's cost model,
+"""The progress view of one sweep's run: its Tune configs with their prices in FLOPs,
 trials at once per stage from the cluster's resources, an assumed speed per trial until one
 is measured, and where running pre-trains and baselines say how far they are.
 
@@ -11,21 +11,17 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from ltsweep.engine.progress import CPU_FLOPS_PER_CORE, Progress
+from ltsweep.engine.progress import CPU_FLOPS_PER_CORE, FLOPS, Progress
+from ltsweep.store.curves import read_curve
+from ltsweep.store.unit_progress import read_progress, share
+from ltsweep.units import baseline, finetune, pretrain
+from ltsweep.units.baseline import checkpoint_dir
 
 
-def config_flops(sweep: Any, config: dict) -> float:
-    """FLOPs of one Tune config (a pre-train, a baseline run or a fine-tune group), from the
-    plan's cost model (`ltsweep.sweep.estimate`)."""
-    from ltsweep.sweep import estimate
-    from ltsweep.units import baseline, finetune, pretrain
-
-    kind = config["kind"]
-    if kind == "pretrain":
-        return estimate.pretrain_flops(sweep, pretrain.PretrainUnit.from_dict(config["unit"]))
-    if kind == "baseline":
-        return estimate.baseline_flops(sweep, baseline.BaselineUnit(**config["unit"]))
-    return sum(estimate.finetune_flops(sweep, finetune.FinetuneUnit(**u)) for u in config["units"])
+def config_flops(config: dict) -> float:
+    """FLOPs of one Tune config (a pre-train, a baseline run or a fine-tune group): the price
+    it was given when made (`work_queue.priced`, from `ltsweep.sweep.estimate`)."""
+    return float(config[FLOPS])
 
 
 def for_sweep(
@@ -41,8 +37,6 @@ def for_sweep(
     `cluster_resources()`) and each stage's resources, and an assumed speed per trial until
     one is measured (`execution.gpu_tflops` per GPU, `CPU_FLOPS_PER_CORE` per CPU). With
     `cache_dir`, running pre-trains and baselines are measured as they go (`fraction_done`)."""
-    from ltsweep.units import baseline, finetune, pretrain
-
     cluster = dict(cluster or {})
     slots, prior = {}, {}
     for stage, kind in (("pretrain", pretrain), ("finetune", finetune), ("baseline", baseline)):
@@ -60,7 +54,7 @@ def for_sweep(
     return Progress(
         todo,
         stream=stream,
-        cost_of=lambda c: config_flops(sweep, c),
+        cost_of=config_flops,
         pending=list(configs),
         prior_rate=prior,
         slots=slots,
@@ -71,10 +65,6 @@ def for_sweep(
 def fraction_done(cache_dir: Path, config: dict) -> tuple[float, float] | None:
     """(share of its epochs done, training seconds they took) of a running pre-train (its
     curve) or baseline (its progress file); None for a fine-tune group or when not known."""
-    from ltsweep.store.curves import read_curve
-    from ltsweep.store.unit_progress import read_progress, share
-    from ltsweep.units.baseline import checkpoint_dir
-
     if config.get("kind") == "pretrain":
         epochs, records = read_curve(cache_dir, config["unit"]["key"])
         if not records:

@@ -1,18 +1,20 @@
 """What the driver hands Tune besides the trainable: trial names, the callback that feeds the
 progress view and the heartbeat `ltsweep status` reads (and says in driver.log when a trial
-lost its worker), and Tune's TensorBoard writer for the pre-training curves."""
+lost its worker, and on the terminal, one line each, why a unit failed), and Tune's
+TensorBoard writer for the pre-training curves."""
 
 from __future__ import annotations
 
 import logging
 import time
 from pathlib import Path
+from typing import TextIO
 
 from ray.tune import Callback
 
 from ltsweep.engine.driver_process import heartbeat
-from ltsweep.engine.progress import Progress
-from ltsweep.engine.work_queue import failed_result, units_of
+from ltsweep.engine.progress import Progress, units_of
+from ltsweep.engine.work_queue import FAILED, failed_result
 
 log = logging.getLogger("ltsweep.driver")
 
@@ -24,6 +26,19 @@ def config_name(c: dict) -> str:
 
 def trial_name(trial) -> str:
     return config_name(trial.config)
+
+
+#: a failed unit's line is cut here (its whole traceback is in logs/<trial>.error.txt)
+FAILED_LINE_CHARS = 600
+
+
+def failed_line(config: dict, message: str) -> str:
+    """The one terminal line of a unit that failed: which trial, and its error's own line
+    (a node without the GPU its plan needs says which node and what it saw)."""
+    text = " ".join(str(message).split())
+    if len(text) > FAILED_LINE_CHARS:
+        text = text[: FAILED_LINE_CHARS - 3] + "..."
+    return f"ltsweep: {config_name(config)} failed: {text}"
 
 
 def tensorboard() -> list:
@@ -39,14 +54,29 @@ def tensorboard() -> list:
 
 
 class ProgressCallback(Callback):
-    """Feeds the progress view and the heartbeat that `ltsweep status` reads."""
+    """Feeds the progress view and the heartbeat that `ltsweep status` reads; says why a unit
+    failed, one line on the terminal (through the view, or `stream` without one) and in
+    driver.log."""
 
-    def __init__(self, progress: Progress | None, run_dir: Path) -> None:
-        self.progress, self.run_dir = progress, run_dir
+    def __init__(
+        self, progress: Progress | None, run_dir: Path, stream: TextIO | None = None
+    ) -> None:
+        self.progress, self.run_dir, self.stream = progress, run_dir, stream
         self.active: dict[str, tuple[str, int, float]] = {}  # trial id -> (stage, units, start)
 
     def __getstate__(self) -> dict:
-        return {"progress": None, "run_dir": self.run_dir, "active": {}}
+        return {"progress": None, "run_dir": self.run_dir, "stream": None, "active": {}}
+
+    def _say_failed(self, trial) -> None:
+        message = (trial.last_result or {}).get(FAILED)
+        if not message:
+            return
+        line = failed_line(trial.config, message)
+        log.warning(line)
+        if self.progress is not None:
+            self.progress.note(line)
+        elif self.stream is not None:
+            print(line, file=self.stream, flush=True)
 
     def _beat(self) -> None:
         counts: dict[str, int] = {}
@@ -72,6 +102,8 @@ class ProgressCallback(Callback):
         self._beat()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        if failed_result(trial.last_result):
+            self._say_failed(trial)
         self._end(trial, ok=not failed_result(trial.last_result))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:

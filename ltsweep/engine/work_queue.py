@@ -2,7 +2,8 @@
 
 `work_items` turns what is still to do into Tune configs: pre-trains first (they unlock the
 most), then fine-tune groups whose features are stored (cheap), then baselines (long); a
-fine-tune group whose pre-train is still to run waits for it. `DependencySearcher` hands the
+fine-tune group whose pre-train is still to run waits for it. Each config carries its price
+in FLOPs (`FLOPS`), for the progress view. `DependencySearcher` hands the
 ready configs to Tune one by one and, when a pre-train trial completes, releases its
 fine-tunes ahead of the queued baselines. A unit that raised reports `FAILED` (its worker
 recorded it) instead of erroring in Tune, which keeps Tune's own retries for lost workers.
@@ -17,7 +18,9 @@ from pathlib import Path
 
 from ray.tune.search import Searcher
 
+from ltsweep.engine.progress import FLOPS
 from ltsweep.store.atomic import write_json
+from ltsweep.sweep import estimate
 from ltsweep.sweep.schema import Sweep
 from ltsweep.units import baseline, finetune, pretrain
 
@@ -31,15 +34,29 @@ def work_items(assessment, sweep: Sweep) -> tuple[list[dict], dict[str, list[dic
     baselines still queued (`DependencySearcher.on_trial_complete`).
     """
     pending = {p.key for p in assessment.pretrains_todo}
-    ready = [pretrain.config(p) for p in assessment.pretrains_todo]
+    ready = [
+        priced(pretrain.config(p), estimate.pretrain_flops(sweep, p))
+        for p in assessment.pretrains_todo
+    ]
     waiting: dict[str, list[dict]] = {}
     for group in finetune.finetune_groups(sweep, assessment.finetunes_todo):
+        config = priced(
+            finetune.config(group), sum(estimate.finetune_flops(sweep, u) for u in group)
+        )
         if group[0].depends_on in pending:
-            waiting.setdefault(group[0].depends_on, []).append(finetune.config(group))
+            waiting.setdefault(group[0].depends_on, []).append(config)
         else:
-            ready.append(finetune.config(group))
-    ready += [baseline.config(b) for b in assessment.baselines_todo]
+            ready.append(config)
+    ready += [
+        priced(baseline.config(b), estimate.baseline_flops(sweep, b))
+        for b in assessment.baselines_todo
+    ]
     return ready, waiting
+
+
+def priced(config: dict, flops: float) -> dict:
+    """`config` with its price in FLOPs."""
+    return config | {FLOPS: float(flops)}
 
 
 FAILED = "failed"  # the key of a trial's report whose unit raised (its value: the error)
@@ -47,13 +64,6 @@ FAILED = "failed"  # the key of a trial's report whose unit raised (its value: t
 
 def failed_result(result: dict | None) -> bool:
     return bool((result or {}).get(FAILED))
-
-
-def units_of(config: dict) -> tuple[str, int]:
-    """(progress stage, number of units) of a Tune config."""
-    if config["kind"] == "finetune":
-        return "finetune", len(config["units"])
-    return config["kind"], 1
 
 
 class DependencySearcher(Searcher):

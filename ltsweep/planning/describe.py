@@ -6,7 +6,9 @@ import math
 from pathlib import Path
 
 from ltsweep.planning.plan import make_plan
+from ltsweep.planning.preflight import unit_gpus
 from ltsweep.planning.state import assess
+from ltsweep.sweep import precision
 from ltsweep.sweep.base import SpecError
 from ltsweep.sweep.estimate import estimate
 from ltsweep.sweep.schema import Sweep, check_label_file
@@ -48,6 +50,7 @@ def describe_plan(sweep: Sweep, run_dir: Path, cache_dir: Path, data_note: str =
             "image size is absurdly large"
         )
     lines.append(cost.line())
+    lines.append(precision.describe(sweep.execution, unit_gpus(sweep)))
     lines.append(f"  run folder {run_dir}, cache {cache_dir}")
     if data_note:
         lines.append(f"  note: {data_note}")

@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from ltsweep.sweep import precision
 from ltsweep.sweep.base import SpecError, one_line, read_yaml
 from ltsweep.sweep.schema import NUM_CLASSES, Sweep, check_data_root, parse_sweep
+from ltsweep.units.baseline import resources as baseline_resources
 
 #: what a data root must hold (relative paths), unless the data set is downloaded
 LAYOUT = {
@@ -165,3 +167,21 @@ def check_run_folder(sweep: Sweep, run_dir: Path, sweep_path: str) -> None:
             f"{sweep_path}); to run this sweep give another --run-dir (the cache is shared, "
             f"nothing computed is lost), or move {run_dir} away to start it afresh"
         )
+
+
+def unit_gpus(sweep: Sweep) -> dict[str, float]:
+    """The unit kinds whose step `execution.precision` sets, with the GPUs each is given."""
+    gpus = {"pre-train": sweep.resources.pretrain.gpu}
+    if sweep.baselines.methods:
+        gpus["baselines"] = baseline_resources(sweep).gpu
+    return gpus
+
+
+def check_precision(sweep: Sweep, source: str) -> None:
+    """Every unit kind's precision can train on the device it is planned for (bf16 needs
+    a GPU of capability 8.0+, fp16 needs CUDA): else one line naming execution.precision."""
+    try:
+        for gpus in unit_gpus(sweep).values():
+            precision.resolve(sweep.execution, gpus)
+    except SpecError as err:
+        raise SpecError(f"{source}: {err}") from None

@@ -11,9 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
+import yaml
+
 from ltsweep.planning.plan import make_plan
+from ltsweep.store.cache import run_cache_dir
 from ltsweep.store.curves import read_curve
 from ltsweep.store.results import NotARunFolder
+from ltsweep.sweep.schema import parse_sweep
 
 COLUMNS = [
     "pretrain_key", "method", "dataset", "gamma", "data_seed", "epochs",
@@ -21,14 +26,8 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def load_pretrains(run_dir: str | os.PathLike[str]):
+def load_pretrains(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """The per-epoch table of the run's pre-trains (empty if none has run an epoch yet)."""
-    import pandas as pd
-    import yaml
-
-    from ltsweep.store.cache import run_cache_dir
-    from ltsweep.sweep.schema import parse_sweep
-
     frozen = Path(run_dir) / "sweep.yaml"
     if not frozen.is_file():
         raise NotARunFolder(f"{run_dir}: not a run folder (no sweep.yaml in it)")

@@ -14,9 +14,9 @@ CLI decides what to say). Files are written atomically, so a reader never sees h
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,15 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ltsweep.planning.pretrains import load_pretrains
 from ltsweep.report import figures as F
+from ltsweep.report.claims import CLAIMS_METHOD, claims_table, verdicts
 from ltsweep.report.document import Document
 from ltsweep.report.figures import FIGURE_NAMES
 from ltsweep.report.paper import compare_with_paper
 from ltsweep.report.tables import comparison_table, figure_table, pivot_tables, summary_lines
 from ltsweep.store.atomic import atomic_path, write_text
+from ltsweep.store.cache import default_cache_dir, features_ready, load_features, run_cache_dir
 from ltsweep.store.results import SCHEMA, load_results
 
 __all__ = ["write_report", "load_runs", "tsne_features", "FIGURE_NAMES", "FORMATS"]
@@ -58,20 +61,12 @@ def tsne_features(
     two = df[(df["stage"] == "two-stage") & df["pretrain_key"].notna()]
     if two.empty:
         return {}, [("fig78_tsne", "no two-stage rows, so no pre-trained encoder to project")]
-    try:
-        store = importlib.import_module("ltsweep.store.cache")
-    except ImportError as err:
-        return {}, [("fig78_tsne", f"feature store not available ({err})")]
-    if store is None or not hasattr(store, "load_features"):
-        return {}, [
-            ("fig78_tsne", "feature store not available (no ltsweep.store.cache.load_features)")
-        ]
     caches: dict[str, Path | str] = {}
 
     def cache_of(row: pd.Series) -> Path | str:
         run = str(row["run"]) if "run" in row and isinstance(row["run"], str) else str(run_dir)
         if run not in caches:
-            caches[run] = _cache_dir(store, Path(run), cache_dir)
+            caches[run] = _cache_dir(Path(run), cache_dir)
         return caches[run]
 
     found: dict[str, tuple[str, dict[float, tuple[np.ndarray, np.ndarray]]]] = {}
@@ -91,12 +86,11 @@ def tsne_features(
             if isinstance(cache, str):
                 missing.append(f"gamma={F.fmt_num(g)}: {cache}")
                 continue
-            ready = getattr(store, "features_ready", None)
-            if ready is not None and not ready(cache, key, epoch):
+            if not features_ready(cache, key, epoch):
                 missing.append(f"gamma={F.fmt_num(g)}: none for {key} epoch {epoch}")
                 continue
             try:
-                got = store.load_features(cache, key, epoch)
+                got = load_features(cache, key, epoch)
                 feats[float(g)] = (_numpy(got["test"]), _numpy(got["test_labels"]))
             except (OSError, KeyError, RuntimeError, ValueError) as err:
                 missing.append(f"gamma={F.fmt_num(g)}: {type(err).__name__}: {err}")
@@ -114,10 +108,6 @@ def tsne_features(
 def pretrain_curves(runs: Sequence[Path]) -> tuple[pd.DataFrame | None, str]:
     """The per-epoch pre-training table of the runs (`ltsweep.load_pretrains`), or None and
     why it is not there."""
-    try:
-        from ltsweep import load_pretrains
-    except ImportError:
-        return None, "ltsweep.load_pretrains is not available"
     frames, reasons = [], []
     for run in runs:
         try:
@@ -132,20 +122,17 @@ def pretrain_curves(runs: Sequence[Path]) -> tuple[pd.DataFrame | None, str]:
     return curves.drop_duplicates(["pretrain_key", "epoch"]).reset_index(drop=True), ""
 
 
-def _cache_dir(store: Any, run_dir: Path, cache_dir: str | Path | None) -> Path | str:
+def _cache_dir(run_dir: Path, cache_dir: str | Path | None) -> Path | str:
     """The feature cache, or a string saying why it cannot be found."""
     if cache_dir is not None:
         return Path(cache_dir)
     reasons = []
-    for fn_name in ("run_cache_dir", "default_cache_dir"):
-        fn = getattr(store, fn_name, None)
-        if fn is None:
-            continue
+    for fn in (run_cache_dir, default_cache_dir):
         try:
             return Path(fn(run_dir))
         except Exception as err:  # noqa: BLE001 - any failure to locate the cache is a skip
-            reasons.append(f"{fn_name}: {type(err).__name__}: {err}")
-    return "cannot locate the feature cache (" + "; ".join(reasons or ["no store function"]) + ")"
+            reasons.append(f"{fn.__name__}: {type(err).__name__}: {err}")
+    return "cannot locate the feature cache (" + "; ".join(reasons) + ")"
 
 
 def _numpy(x: Any) -> np.ndarray:
@@ -220,6 +207,57 @@ _WHAT = {
 }
 
 
+@dataclass
+class _Page:
+    """What the report's sections share: the rows, the document and what was written or skipped."""
+
+    out: Path
+    runs: list[Path]
+    df: pd.DataFrame
+    doc: Document
+    formats: list[str]
+    dpi: float
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    caught: list[str] = field(default_factory=list)
+    written: set[str] = field(default_factory=set)
+
+    def attempt(self, fig_name: str, make: Callable[[], Any]) -> Any:
+        """`make()`, or None with the reason recorded under Skipped; warnings are collected."""
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            try:
+                return make()
+            except ValueError as err:
+                self.skipped.append((fig_name, str(err)))
+            except Exception as err:  # noqa: BLE001 - one broken figure must not sink the report
+                self.skipped.append((fig_name, f"error: {type(err).__name__}: {err}"))
+            finally:
+                for w in got:
+                    msg = f"{fig_name}: {w.category.__name__}: {w.message}"
+                    if msg not in self.caught:
+                        self.caught.append(msg)
+        return None
+
+    def add_figure(self, fig_name: str, title: str, what: str, fig: Figure | None) -> None:
+        """Save `fig` in every format and put it on the page with its table of numbers."""
+        if fig is None:
+            return
+        files = [f"{fig_name}.{fmt}" for fmt in self.formats]
+        for file, fmt in zip(files, self.formats, strict=True):
+            with atomic_path(self.out / file) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=self.dpi)
+            self.written.add(file)
+        self.doc.h(3, f"{title} (`{fig_name}`)")
+        self.doc.image(files[0], title, width_in=float(fig.get_figwidth()))
+        if len(files) > 1:
+            self.doc.links("Also as", [(f.rsplit(".", 1)[1].upper(), f) for f in files[1:]])
+        if what:
+            self.doc.p(what)
+        table = self.attempt(fig_name, lambda: figure_table(fig_name, fig))
+        if table is not None:
+            self.doc.table(table)
+
+
 def write_report(
     run_dir: str | Path | Sequence[str | Path],
     out_dir: str | Path | None = None,
@@ -228,172 +266,188 @@ def write_report(
     tsne_points: int = 2000,
     formats: Sequence[str] = ("png",),
     dpi: float = 100,
+    source: str | None = None,
 ) -> Path:
     """Write the report of one run folder, or of several combined, and return its `index.md`.
 
     `out_dir` defaults to `<run_dir>/report` (required for several runs); `cache_dir` (for
     the t-SNE features) defaults to each run's own (`ltsweep.store.cache.run_cache_dir`).
     `formats`: any of png, pdf, svg; the pages show the PNG (the SVG without a PNG; a PNG is
-    written for them if neither is asked for). Prints nothing; warnings raised while
-    drawing are collected into the report instead of reaching the terminal. A folder that
-    is not a run folder raises FileNotFoundError.
+    written for them if neither is asked for). `source`: what the page names as its origin
+    instead of the run folders (a report rebuilt from a stored results table). Prints
+    nothing; warnings raised while drawing are collected into the report instead of
+    reaching the terminal. A folder that is not a run folder raises FileNotFoundError.
     """
     runs = _run_list(run_dir)
-    formats = [f.lower().lstrip(".") for f in formats]
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise ValueError(f"figure formats: {', '.join(unknown) or '(none)'} not in {FORMATS}")
+    formats = _formats(formats)
     if not dpi > 0:
         raise ValueError(f"dpi: {dpi} is not > 0")
     if out_dir is None and len(runs) > 1:
         raise ValueError("a report of several runs needs an output folder (out_dir / --out)")
-    shown = "png" if "png" in formats else ("svg" if "svg" in formats else "png")
-    formats = list(dict.fromkeys([shown, *formats]))
     out = Path(out_dir) if out_dir is not None else runs[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
-    df = load_runs(runs)
+    page = _Page(out, runs, load_runs(runs), Document(out), formats, dpi)
     everything = load_runs(runs, include_failed=True)
     n_failed = int((everything["status"] == "failed").sum()) if not everything.empty else 0
-    name = _sweep_name(df, runs)
-    doc = Document(out)
-    skipped: list[tuple[str, str]] = []
-    caught: list[str] = []
-    written: set[str] = set()
+    name = _sweep_name(page.df, runs)
 
+    _header(page, name, source)
+    _summary(page, n_failed)
+    if not page.df.empty:
+        _claims(page)
+        _figures(page)
+        _pretrain_curves(page)
+        _tsne(page, cache_dir, tsne_points)
+        _table1(page)
+        _pivot(page)
+        _paper_comparison(page)
+    _skipped(page)
+    return _write(page, name)
+
+
+def _formats(formats: Sequence[str]) -> list[str]:
+    """The asked formats, the shown one (PNG, else SVG) first."""
+    formats = [f.lower().lstrip(".") for f in formats]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"figure formats: {', '.join(unknown) or '(none)'} not in {FORMATS}")
+    shown = "png" if "png" in formats else ("svg" if "svg" in formats else "png")
+    return list(dict.fromkeys([shown, *formats]))
+
+
+def _header(page: _Page, name: str, source: str | None) -> None:
+    doc, runs, df = page.doc, page.runs, page.df
     doc.h(1, name)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    if len(runs) == 1:
+    if source is not None:
+        doc.p(f"Report of {source}, generated {stamp}.")
+    elif len(runs) == 1:
         doc.p(f"Report of run folder `{runs[0]}`, generated {stamp}.")
     else:
         doc.p(f"Report of {len(runs)} run folders combined, generated {stamp}:")
         counts = df["run"].value_counts() if not df.empty else pd.Series(dtype=int)
         doc.items(f"`{r}`: {int(counts.get(str(r), 0))} result rows" for r in runs)
-    doc.h(2, "Summary")
-    if df.empty:
-        doc.p("No finished result rows yet." + (f" {n_failed} failed units." if n_failed else ""))
-        for fig_name in FIGURE_NAMES:
-            skipped.append((fig_name, "no result rows"))
-    else:
-        doc.items(summary_lines(df, n_failed))
 
-    def attempt(fig_name: str, make: Callable[[], Any]) -> Any:
-        with warnings.catch_warnings(record=True) as got:
-            warnings.simplefilter("always")
-            try:
-                return make()
-            except ValueError as err:
-                skipped.append((fig_name, str(err)))
-            except Exception as err:  # noqa: BLE001 - one broken figure must not sink the report
-                skipped.append((fig_name, f"error: {type(err).__name__}: {err}"))
-            finally:
-                for w in got:
-                    msg = f"{fig_name}: {w.category.__name__}: {w.message}"
-                    if msg not in caught:
-                        caught.append(msg)
-        return None
 
-    def add_figure(fig_name: str, title: str, what: str, fig: Figure | None) -> None:
-        if fig is None:
-            return
-        files = [f"{fig_name}.{fmt}" for fmt in formats]
-        for file, fmt in zip(files, formats, strict=True):
-            with atomic_path(out / file) as tmp:
-                fig.savefig(tmp, format=fmt, dpi=dpi)
-            written.add(file)
-        doc.h(3, f"{title} (`{fig_name}`)")
-        doc.image(files[0], title, width_in=float(fig.get_figwidth()))
-        if len(files) > 1:
-            doc.links("Also as", [(f.rsplit(".", 1)[1].upper(), f) for f in files[1:]])
-        if what:
-            doc.p(what)
-        table = attempt(fig_name, lambda: figure_table(fig_name, fig))
-        if table is not None:
-            doc.table(table)
-
-    if not df.empty:
-        doc.h(2, "Figures")
-        makers: Mapping[str, Callable[[pd.DataFrame], Figure]] = {
-            "fig3_loss_gain": F.fig3_loss_gain,
-            "fig4_two_vs_single_stage": F.fig4_two_vs_single_stage,
-            "fig5_methods_vs_noise": F.fig5_methods_vs_noise,
-            "fig6_pretrain_epochs": F.fig6_pretrain_epochs,
-        }
-        for fig_name, make in makers.items():
-            fig = attempt(fig_name, lambda make=make: make(df))
-            what = _WHAT[fig_name]
-            if fig is not None and fig_name == "fig4_two_vs_single_stage":
-                what += f" Two-stage method: {F.label(fig.ltsweep_method)}."
-            if fig is not None and getattr(fig, "ltsweep_dropped", None):
-                left_out = ", ".join(F.dataset_label(d) for d in fig.ltsweep_dropped)
-                what += f" Left out (a single noise level): {left_out}."
-            if fig is not None and fig_name == "fig6_pretrain_epochs":
-                what += f" {F.dataset_label(fig.ltsweep_dataset)}, {F.label(fig.ltsweep_method)}."
-            add_figure(fig_name, _TITLES[fig_name], what, fig)
-
-        curves, why = pretrain_curves(runs)
-        if curves is None:
-            skipped.append(("fig_pretrain_curves", why))
-        else:
-            fig = attempt("fig_pretrain_curves", lambda: F.fig_pretrain_curves(curves))
-            add_figure(
-                "fig_pretrain_curves",
-                "Pre-training curves: SSL loss and kNN monitor per epoch",
-                "Not a figure of the paper: whether the encoders converged. Mean over data "
-                "seeds; the table gives the first and the last recorded epoch.",
-                fig,
-            )
-
-        feats, tsne_skips = tsne_features(df, runs[0], cache_dir)
-        skipped.extend(tsne_skips)
-        for ds, (method, by_gamma) in feats.items():
-            fig_name = f"fig78_tsne_{ds}"
-            number = {"cifar10": "Fig. 7", "clothing1m": "Fig. 8"}.get(ds, "Figs. 7-8")
-            title = (
-                f"{number}: t-SNE of frozen {F.label(method)} test features, {F.dataset_label(ds)}"
-            )
-            fig = attempt(
-                fig_name,
-                lambda b=by_gamma, t=title: F.fig78_tsne(b, max_points=tsne_points, title=t),
-            )
-            add_figure(fig_name, title, "Separability of the classes on each map:", fig)
-
-        table1 = attempt(
-            "table1_clothing1m", lambda: F.table1_clothing1m(df, with_std=True).reset_index()
+def _summary(page: _Page, n_failed: int) -> None:
+    page.doc.h(2, "Summary")
+    if page.df.empty:
+        page.doc.p(
+            "No finished result rows yet." + (f" {n_failed} failed units." if n_failed else "")
         )
-        if table1 is not None:
-            doc.h(2, "Table 1: Clothing1M accuracy (%) by gamma (`table1_clothing1m`)")
-            doc.table(table1.rename(columns=lambda c: c if c == "method" else f"gamma={c}"))
-
-        doc.h(2, "Accuracy (%) by (stage, method, gamma, loss) x noise")
-        doc.p("Mean ± std over seeds and data seeds; one table per dataset.")
-        for ds, table in pivot_tables(df):
-            doc.h(3, F.dataset_label(ds))
-            doc.table(table)
-
-        doc.h(2, "Comparison with the paper")
-        cmp = attempt("paper comparison", lambda: compare_with_paper(df))
-        if cmp is not None and not cmp.empty:
-            doc.p(
-                "Paper numbers in %; `diff` = ours - paper (for a range, the distance to "
-                "the nearest end, 0 inside; for a bound, ours - bound)."
-            )
-            doc.table(comparison_table(cmp))
-        else:
-            doc.p("No cell of this run matches a number published in the paper.")
-
-    doc.h(2, "Skipped")
-    if skipped:
-        doc.items(f"`{n}`: {reason}" for n, reason in skipped)
+        page.skipped.extend((fig_name, "no result rows") for fig_name in FIGURE_NAMES)
     else:
-        doc.p("Nothing: every figure was drawn.")
-    if caught:
-        doc.h(2, "Warnings while drawing")
-        doc.items(caught)
+        page.doc.items(summary_lines(page.df, n_failed))
 
-    for old in out.glob("fig*.*"):
-        if old.suffix.lstrip(".") in FORMATS and old.name not in written:
+
+def _claims(page: _Page) -> None:
+    """Each claim of the paper with the verdict the rows give it (`ltsweep.report.claims`)."""
+    found = page.attempt("claims", lambda: verdicts(page.df))
+    page.doc.h(2, "Claims of the paper")
+    if found is None:
+        page.doc.p("The claims could not be computed (see Skipped).")
+        return
+    page.doc.p(CLAIMS_METHOD)
+    page.doc.table(claims_table(found))
+
+
+def _figures(page: _Page) -> None:
+    page.doc.h(2, "Figures")
+    makers: Mapping[str, Callable[[pd.DataFrame], Figure]] = {
+        "fig3_loss_gain": F.fig3_loss_gain,
+        "fig4_two_vs_single_stage": F.fig4_two_vs_single_stage,
+        "fig5_methods_vs_noise": F.fig5_methods_vs_noise,
+        "fig6_pretrain_epochs": F.fig6_pretrain_epochs,
+    }
+    for fig_name, make in makers.items():
+        fig = page.attempt(fig_name, lambda make=make: make(page.df))
+        what = _WHAT[fig_name]
+        if fig is not None and fig_name == "fig4_two_vs_single_stage":
+            what += f" Two-stage method: {F.label(fig.ltsweep_method)}."
+        if fig is not None and getattr(fig, "ltsweep_dropped", None):
+            left_out = ", ".join(F.dataset_label(d) for d in fig.ltsweep_dropped)
+            what += f" Left out (a single noise level): {left_out}."
+        if fig is not None and fig_name == "fig6_pretrain_epochs":
+            what += f" {F.dataset_label(fig.ltsweep_dataset)}, {F.label(fig.ltsweep_method)}."
+        page.add_figure(fig_name, _TITLES[fig_name], what, fig)
+
+
+def _pretrain_curves(page: _Page) -> None:
+    curves, why = pretrain_curves(page.runs)
+    if curves is None:
+        page.skipped.append(("fig_pretrain_curves", why))
+        return
+    fig = page.attempt("fig_pretrain_curves", lambda: F.fig_pretrain_curves(curves))
+    page.add_figure(
+        "fig_pretrain_curves",
+        "Pre-training curves: SSL loss and kNN monitor per epoch",
+        "Not a figure of the paper: whether the encoders converged. Mean over data "
+        "seeds; the table gives the first and the last recorded epoch.",
+        fig,
+    )
+
+
+def _tsne(page: _Page, cache_dir: str | Path | None, tsne_points: int) -> None:
+    feats, tsne_skips = tsne_features(page.df, page.runs[0], cache_dir)
+    page.skipped.extend(tsne_skips)
+    for ds, (method, by_gamma) in feats.items():
+        fig_name = f"fig78_tsne_{ds}"
+        number = {"cifar10": "Fig. 7", "clothing1m": "Fig. 8"}.get(ds, "Figs. 7-8")
+        title = f"{number}: t-SNE of frozen {F.label(method)} test features, {F.dataset_label(ds)}"
+        fig = page.attempt(
+            fig_name,
+            lambda b=by_gamma, t=title: F.fig78_tsne(b, max_points=tsne_points, title=t),
+        )
+        page.add_figure(fig_name, title, "Separability of the classes on each map:", fig)
+
+
+def _table1(page: _Page) -> None:
+    table1 = page.attempt(
+        "table1_clothing1m", lambda: F.table1_clothing1m(page.df, with_std=True).reset_index()
+    )
+    if table1 is not None:
+        page.doc.h(2, "Table 1: Clothing1M accuracy (%) by gamma (`table1_clothing1m`)")
+        page.doc.table(table1.rename(columns=lambda c: c if c == "method" else f"gamma={c}"))
+
+
+def _pivot(page: _Page) -> None:
+    page.doc.h(2, "Accuracy (%) by (stage, method, gamma, loss) x noise")
+    page.doc.p("Mean ± std over seeds and data seeds; one table per dataset.")
+    for ds, table in pivot_tables(page.df):
+        page.doc.h(3, F.dataset_label(ds))
+        page.doc.table(table)
+
+
+def _paper_comparison(page: _Page) -> None:
+    page.doc.h(2, "Comparison with the paper")
+    cmp = page.attempt("paper comparison", lambda: compare_with_paper(page.df))
+    if cmp is not None and not cmp.empty:
+        page.doc.p(
+            "Paper numbers in %; `diff` = ours - paper (for a range, the distance to "
+            "the nearest end, 0 inside; for a bound, ours - bound)."
+        )
+        page.doc.table(comparison_table(cmp))
+    else:
+        page.doc.p("No cell of this run matches a number published in the paper.")
+
+
+def _skipped(page: _Page) -> None:
+    page.doc.h(2, "Skipped")
+    if page.skipped:
+        page.doc.items(f"`{n}`: {reason}" for n, reason in page.skipped)
+    else:
+        page.doc.p("Nothing: every figure was drawn.")
+    if page.caught:
+        page.doc.h(2, "Warnings while drawing")
+        page.doc.items(page.caught)
+
+
+def _write(page: _Page, name: str) -> Path:
+    """Drop figures of an earlier report that this one did not draw; write both pages."""
+    for old in page.out.glob("fig*.*"):
+        if old.suffix.lstrip(".") in FORMATS and old.name not in page.written:
             old.unlink(missing_ok=True)
-    index = out / "index.md"
-    write_text(index, doc.markdown())
-    write_text(out / "index.html", doc.html(name))
+    index = page.out / "index.md"
+    write_text(index, page.doc.markdown())
+    write_text(page.out / "index.html", page.doc.html(name))
     return index

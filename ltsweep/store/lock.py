@@ -218,13 +218,3 @@ def read_lock_file(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def check_free(run_dir: str | os.PathLike[str]) -> None:
-    """Raise LockHeld if a live driver holds `run_dir` (for commands that only submit)."""
-    holder = read_lock(run_dir)
-    if holder is not None and stale_reason(holder) is None:
-        raise LockHeld(
-            f"{run_dir}: an ltsweep driver runs this folder ({describe(holder)}); wait for it, "
-            "or stop it, then run again"
-        )

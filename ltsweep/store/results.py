@@ -21,8 +21,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ltsweep import __version__
 from ltsweep.store.atomic import atomic_path, move_aside
+from ltsweep.version import __version__
 
 SCHEMA = pa.schema(
     [

@@ -10,20 +10,30 @@ a fine-tune trial of the same cell train on exactly the same noisy labels.
 No baseline runs unless the sweep lists it in `methods`: the default is the empty list, so
 adding this block to the schema changes no existing sweep's plan.
 
-Kept free of torch so that validating a sweep is instant.
+`BASELINE_METHODS`, at the end, is the registry: per name, how its params are resolved from
+a sweep and what the cost model counts (docs/extending.md adds a baseline). Kept free of
+torch so that validating a sweep is instant.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
 from ltsweep.sweep.base import Strict
+from ltsweep.sweep.losses import LOSSES, SUPERVISED_LOSSES
+
+if TYPE_CHECKING:  # schema imports this module
+    from ltsweep.sweep.schema import Sweep
 
 #: single-stage baselines by name; the first four are the fine-tune losses from scratch
 BASELINES = ("ce", "la", "sl", "la+sl", "elr", "elr+", "dividemix")
-SUPERVISED = ("ce", "la", "sl", "la+sl")
+#: the `baselines:` field holding a method's own settings (methods without one: none)
+BASELINE_SETTINGS_FIELD = {"elr": "elr", "elr+": "elr_plus", "dividemix": "dividemix"}
+SUPERVISED = SUPERVISED_LOSSES
 
 
 def _baseline_name(value: str) -> str:
@@ -69,9 +79,14 @@ class ELRSettings(Strict):
         lam = self.lam if self.lam is not None else (row.lam if row else None)
         if beta is None or lam is None:
             raise ValueError(
-                f"baselines.elr: no beta/lam for data set {dataset!r}; set them or add by_dataset.{dataset}"
+                f"baselines.elr.by_dataset: no beta/lam for data set {dataset!r}; "
+                f"set baselines.elr.beta and .lam, or add by_dataset.{dataset}"
             )
         return ELRValues(beta=beta, lam=lam)
+
+    def check(self, dataset: str, noises: list[float]) -> None:
+        """The settings resolve for `dataset` (a ValueError naming the field, else nothing)."""
+        self.resolved(dataset)
 
 
 class ELRPlusValues(Strict):
@@ -98,6 +113,14 @@ class ELRPlusValues(Strict):
         le=1,
         description="lr x 0.1 from this fraction of the epochs (the reference's MultiStepLR "
         "milestone / epochs); null: the shared baselines schedule",
+    )
+    ramp_steps_per_epoch: int = Field(
+        391,
+        ge=1,
+        description="the batches per epoch ema_rampup_steps and coef_rampup_steps are counted "
+        "in: the reference's 391 (50,000 / 128, rounded up). Each ramp is stretched to the "
+        "subset's own batches per epoch, so it ends at the epoch the reference's ends in "
+        "(40,000 / 391 = epoch 102.3), whatever gamma leaves of the training set",
     )
 
 
@@ -133,6 +156,13 @@ class ELRPlusSettings(Strict):
     averaging and mix-up" (Section 3), and its 95.8 % (CIFAR-10, gamma 1, 20 % noise) is
     ELR+'s figure (plain ELR: 91.2 %, shengliu66/ELR README). [shengliu66/ELR, ELR_plus/].
     A field left null takes the data set's row of `by_dataset`.
+
+    The reference's ramps are counted in its steps (391 per epoch on the full CIFAR set); a
+    long-tailed subset has fewer batches per epoch, so they are stretched by
+    `ramp_steps_per_epoch` to end at the reference's epoch: counted in raw steps, the EMA
+    momentum would end CIFAR-10 gamma 100 at 0.27 instead of 0.997. On purpose unlike the
+    reference: the network is ltsweep's ResNet18 (the reference uses PreAct-ResNet18), one
+    backbone across the whole comparison.
     """
 
     beta: float | None = Field(None, ge=0, lt=1)
@@ -143,6 +173,7 @@ class ELRPlusSettings(Strict):
     coef_rampup_steps: int | None = Field(None, ge=0)
     label_times_target: bool | None = None
     lr_decay_at: float | None = Field(None, gt=0, le=1)
+    ramp_steps_per_epoch: int | None = Field(None, ge=1)
     by_dataset: dict[str, ELRPlusValues] = Field(
         default_factory=lambda: {k: ELRPlusValues(**v) for k, v in _ELR_PLUS.items()},
         description="per data set defaults used where a field is null",
@@ -153,12 +184,17 @@ class ELRPlusSettings(Strict):
         row = self.by_dataset.get(dataset)
         if row is None:
             raise ValueError(
-                f"baselines.elr_plus: no settings for data set {dataset!r}; add by_dataset.{dataset}"
+                f"baselines.elr_plus.by_dataset: no settings for data set {dataset!r}; "
+                f"add by_dataset.{dataset}"
             )
         explicit = {
             k: v for k, v in self.model_dump(exclude={"by_dataset"}).items() if v is not None
         }
         return ELRPlusValues(**(row.model_dump() | explicit))
+
+    def check(self, dataset: str, noises: list[float]) -> None:
+        """The settings resolve for `dataset` (a ValueError naming the field, else nothing)."""
+        self.resolved(dataset)
 
 
 #: lambda_u per symmetric noise level (PROTOCOL.md, Baselines: "lambda_u by noise").
@@ -191,7 +227,26 @@ def _at_level(table: dict[float, float], noise: float) -> float:
 
 
 class DivideMixSettings(Strict):
-    """DivideMix (Li et al. 2020) [LiJunnan1992/DivideMix, Train_CIFAR.py]."""
+    """DivideMix (Li et al. 2020) [LiJunnan1992/DivideMix, Train_CIFAR.py].
+
+    `schedule: reference` (the default) trains as Train_cifar.py does: 300 epochs, the
+    learning rate divided by 10 from epoch 150, whatever the shared budget says;
+    `schedule: shared` trains on the shared budget instead (`baselines.epochs`, its cosine
+    decay). On purpose unlike the reference: the networks are ltsweep's ResNet18 (the
+    reference uses PreAct-ResNet18), one backbone across the whole comparison.
+    """
+
+    schedule: Literal["reference", "shared"] = Field(
+        "reference",
+        description="reference: `epochs` epochs, lr x 0.1 from `lr_decay_epoch` "
+        "(Train_cifar.py); shared: the baselines' budget (baselines.epochs, .schedule)",
+    )
+    epochs: int = Field(
+        300, ge=1, description="epochs of the reference schedule (warm-up included)"
+    )
+    lr_decay_epoch: int = Field(
+        150, ge=1, description="the reference schedule's lr / 10 from this epoch (0-based)"
+    )
 
     warmup_epochs: int | None = Field(
         None, ge=0, description="CE warm-up epochs (part of `epochs`); null: warmup_by_dataset"
@@ -244,7 +299,10 @@ class DivideMixSettings(Strict):
         if self.warmup_epochs is not None:
             return self.warmup_epochs
         if dataset not in self.warmup_by_dataset:
-            raise ValueError(f"baselines.dividemix: no warm-up for data set {dataset!r}")
+            raise ValueError(
+                f"baselines.dividemix.warmup_by_dataset: no warm-up for data set {dataset!r}; "
+                f"set baselines.dividemix.warmup_epochs or add warmup_by_dataset.{dataset}"
+            )
         return self.warmup_by_dataset[dataset]
 
     def resolved_lambda_u(self, dataset: str, noise: float) -> float:
@@ -253,7 +311,10 @@ class DivideMixSettings(Strict):
             return self.lambda_u
         table = self.lambda_u_table.get(dataset)
         if not table:
-            raise ValueError(f"baselines.dividemix: no lambda_u_table entry for {dataset!r}")
+            raise ValueError(
+                f"baselines.dividemix.lambda_u_table: no entry for data set {dataset!r}; "
+                f"set baselines.dividemix.lambda_u or add lambda_u_table.{dataset}"
+            )
         return _at_level(table, noise)
 
     def resolved_p_threshold(self, noise: float) -> float:
@@ -262,8 +323,23 @@ class DivideMixSettings(Strict):
             return self.p_threshold
         return _at_level(self.p_threshold_table, noise)
 
+    def check(self, dataset: str, noises: list[float]) -> None:
+        """Every table resolves for `dataset` at every noise rate of the grid."""
+        self.resolved_warmup(dataset)
+        if self.p_threshold is None and not self.p_threshold_table:
+            raise ValueError(
+                "baselines.dividemix.p_threshold_table: empty; set "
+                "baselines.dividemix.p_threshold or give the table"
+            )
+        for noise in noises:
+            self.resolved_lambda_u(dataset, noise)
+
     def averages_losses(self, noise: float) -> bool:
         return self.average_losses_above is not None and noise > self.average_losses_above
+
+    def resolved_lr_decay_epoch(self) -> int | None:
+        """The epoch the learning rate drops by 10 at; None: the shared schedule."""
+        return self.lr_decay_epoch if self.schedule == "reference" else None
 
 
 class BaselineSettings(Strict):
@@ -274,7 +350,10 @@ class BaselineSettings(Strict):
     uses 1e-3], cosine decay per epoch. epochs = 200: the paper says single-stage runs keep
     "the number of epochs" of the two-stage approach without giving it, and the pre-train
     budget (800-1000 epochs) is not what a from-scratch CIFAR baseline is trained for; the
-    references use 150 (ELR) and 300 (DivideMix). DivideMix's warm-up counts in `epochs`.
+    references use 150 (ELR) and 300 (DivideMix). DivideMix trains its reference's own 300
+    epochs and step schedule unless `dividemix.schedule: shared`; its warm-up counts in its
+    epochs. Every baseline trains ltsweep's ResNet18, not the references' PreAct-ResNet18:
+    one backbone across the comparison.
     """
 
     methods: list[BaselineName] = Field(
@@ -296,8 +375,18 @@ class BaselineSettings(Strict):
     elr_plus: ELRPlusSettings = ELRPlusSettings()
     dividemix: DivideMixSettings = DivideMixSettings()
 
-    def budget(self) -> dict[str, object]:
-        """The shared training settings that determine a baseline's output (checkpointing does not)."""
+    def budget(self, method: str | None = None) -> dict[str, object]:
+        """The training settings that determine a baseline's output (checkpointing does not):
+        the shared ones, with the method's own epochs where it has them (`BaselineSpec.epochs`:
+        DivideMix under its reference schedule)."""
+        out = self._shared_budget()
+        own = BASELINE_METHODS[method].epochs if method in BASELINE_METHODS else None
+        epochs = own(self) if own is not None else None
+        if epochs is not None:
+            out["epochs"] = epochs
+        return out
+
+    def _shared_budget(self) -> dict[str, object]:
         return self.model_dump(
             include={
                 "epochs",
@@ -311,3 +400,110 @@ class BaselineSettings(Strict):
                 "flip_p",
             }
         )
+
+
+# -- the registry ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingCost:
+    """What a baseline unit's training FLOPs depend on (`ltsweep.sweep.estimate` fills it)."""
+
+    epochs: int
+    samples: int  # the long-tailed training subset
+    clean_fraction: float  # 1 - the flip rate of its labels
+    forward: float  # FLOPs of one network's forward of one image (encoder + classifier)
+    params: dict[str, Any]  # the unit's resolved method params (`BaselineSpec.params`)
+
+
+def dividemix_training_flops(c: TrainingCost) -> float:
+    """Both networks: a CE step per sample during the warm-up; after it, every epoch a forward
+    of the subset (the GMM's losses) and, per labelled sample, 2 forwards of its views (label
+    refinement), 4 of an unlabelled pair (co-guessing) and a training step on 4 mixed images.
+    The labelled fraction is taken as the clean fraction."""
+    warmup = min(c.params["warmup_epochs"], c.epochs)
+    labelled = c.samples * c.clean_fraction
+    per_epoch = 2 * (c.samples * c.forward + labelled * (2 + 4 + 3 * 4) * c.forward)
+    return warmup * 2 * c.samples * 3 * c.forward + (c.epochs - warmup) * per_epoch
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    """A single-stage baseline as the sweep, plan and estimate layers know it, without torch.
+
+    Its trainer (params dataclass and `Method`) is registered under the same name in
+    `ltsweep.train.baselines.registry.TRAINERS`; tests/train/test_registries.py keeps the two
+    in step and builds every trainer from the params this entry resolves.
+    """
+
+    #: (sweep, method name, the cell's noise rate) -> the method's own params: only what
+    #: changes its output (they enter the unit's key) and what its params dataclass takes
+    params: Callable[[Sweep, str, float], dict[str, Any]]
+    #: cost hints: networks trained side by side, forwards of each per sample and step beyond
+    #: its training step (ELR+: the other network's weight average), or a cost model of its own
+    networks: int = 1
+    extra_forwards: int = 0
+    training_flops: Callable[[TrainingCost], float] | None = None
+    #: the method's own epoch budget, if it has one (None from it: the shared `epochs`)
+    epochs: Callable[[BaselineSettings], int | None] | None = None
+
+
+def _loss_params(sweep: Sweep, method: str, noise: float) -> dict[str, Any]:
+    """A supervised baseline: its loss and the loss settings that loss reads."""
+    spec = LOSSES[method]
+    out: dict[str, Any] = {"loss": method}
+    if spec.logit_adjust:
+        out["la_tau"] = sweep.loss.la_tau
+    if spec.superloss:
+        out["sl_lambda"] = sweep.loss.sl_lambda
+        out["sl_threshold"] = sweep.resolved_sl_threshold()
+    return out
+
+
+def _elr_params(sweep: Sweep, method: str, noise: float) -> dict[str, Any]:
+    return sweep.baselines.elr.resolved(sweep.data.dataset).model_dump()
+
+
+def _elr_plus_params(sweep: Sweep, method: str, noise: float) -> dict[str, Any]:
+    return sweep.baselines.elr_plus.resolved(sweep.data.dataset).model_dump()
+
+
+def _dividemix_params(sweep: Sweep, method: str, noise: float) -> dict[str, Any]:
+    bs, dataset = sweep.baselines, sweep.data.dataset
+    dm = bs.dividemix
+    return {
+        "warmup_epochs": dm.resolved_warmup(dataset),
+        "alpha": dm.alpha,
+        "T": dm.T,
+        "p_threshold": dm.resolved_p_threshold(noise),
+        "lambda_u": dm.resolved_lambda_u(dataset, noise),
+        "rampup_epochs": dm.rampup_epochs,
+        "average_losses": dm.averages_losses(noise),
+        "average_losses_epochs": dm.average_losses_epochs,
+        "mix_batch_size": dm.mix_batch_size or max(1, bs.batch_size // 2),
+        "prior_penalty": dm.prior_penalty,
+        "ensemble": dm.ensemble,
+        "gmm_max_iter": dm.gmm_max_iter,
+        "gmm_tol": dm.gmm_tol,
+        "gmm_reg_covar": dm.gmm_reg_covar,
+        "lr_decay_epoch": dm.resolved_lr_decay_epoch(),
+    }
+
+
+def _dividemix_epochs(bs: BaselineSettings) -> int | None:
+    """Train_cifar.py's 300 epochs under the reference schedule."""
+    return bs.dividemix.epochs if bs.dividemix.schedule == "reference" else None
+
+
+#: every baseline by the name `baselines.methods` gives it, in the order of BASELINES
+BASELINE_METHODS: dict[str, BaselineSpec] = {
+    **{name: BaselineSpec(_loss_params) for name in SUPERVISED_LOSSES},
+    "elr": BaselineSpec(_elr_params),
+    "elr+": BaselineSpec(_elr_plus_params, networks=2, extra_forwards=1),
+    "dividemix": BaselineSpec(
+        _dividemix_params,
+        networks=2,
+        training_flops=dividemix_training_flops,
+        epochs=_dividemix_epochs,
+    ),
+}

@@ -48,6 +48,8 @@ _MANAGED_SBATCH = {
     "e": "(submitit writes logs under run_dir/logs/slurm)",
     "open-mode": "(always append, so a requeued job keeps its log)",
     "signal": "signal_delay_s",
+    "no-kill": "no_kill",
+    "k": "no_kill",
     "array": "(a sweep is one job)",
     "job-name": "(derived from the sweep name)",
     "J": "(derived from the sweep name)",
@@ -117,6 +119,13 @@ class ClusterProfile(Strict):
         "venv activation): the user's own commands, run as written by design",
     )
     max_requeues: int = Field(3, ge=0, description="requeues after preemption or time limit")
+    no_kill: bool = Field(
+        True,
+        description="keep the job when one of its nodes fails (sbatch and srun --no-kill): the "
+        "sweep goes on with the nodes left and retries the lost node's units there; the first "
+        "node (Ray head and driver) stays the job's single point of failure. false: SLURM ends "
+        "(and requeues) the whole job on any node failure",
+    )
     signal_delay_s: int = Field(
         120, ge=10, description="SIGUSR2 this long before the time limit: the time to stop cleanly"
     )

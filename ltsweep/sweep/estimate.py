@@ -23,6 +23,12 @@ Divided by an assumed sustained rate `execution.gpu_tflops` (default 25 TFLOP/s,
 conservative bf16 rate of an A100-class GPU on ResNet18: an ASSUMPTION, not a measurement;
 small 32x32 images keep real GPUs far below their peak).
 
+Units that share a GPU (a fraction in `resources.<kind>.gpu`) each run at their share of that
+rate, so the GPU hours of the work do not change with the share; what changes is how many run
+at once, which the line states for baselines (`resources.baseline.gpu`: 0.5 runs two per
+GPU). Sharing pays off exactly where one batch-128 baseline leaves the GPU partly idle, which
+a sustained-rate model does not see: the hours stay an upper bound there.
+
 Training-set sizes come from the data set's per-class pool and the long-tail profile of
 `ltsweep.data.long_tail_counts` (re-stated here: importing `ltsweep.data` imports torch).
 Clothing1M's is approximate (1,000,000 / 14 per class). Imports no torch.
@@ -35,7 +41,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ltsweep.sweep.baseline_settings import BASELINE_METHODS, TrainingCost
 from ltsweep.sweep.schema import DataSettings, Sweep
+from ltsweep.sweep.ssl_settings import SSL_METHODS
 
 #: scikit-learn's digits: the smallest class (8) has 174 images, before the test split
 DIGITS_SMALLEST_CLASS = 174
@@ -131,15 +139,15 @@ class Costs:
 
 
 def ssl_flops(method: str, settings: Any, costs: Costs) -> tuple[int, int]:
-    """(FLOPs of the trained forwards, of the forwards without backward) per image, both views."""
-    d = costs.feat_dim
-    layers = getattr(settings, "proj_layers", 2)  # Barlow Twins: 3 FC (BarlowTwinsSettings)
-    projector = 2 * mlp_macs([d, *[settings.proj_hidden] * (layers - 1), settings.proj_dim])
+    """(FLOPs of the trained forwards, of the forwards without backward) per image, both views,
+    from the method's cost hints (`ssl_settings.SSL_METHODS`) and its projector's widths."""
+    spec = SSL_METHODS[method]
+    projector = 2 * mlp_macs(settings.projector_dims(costs.feat_dim))
     predictor = 0
-    if method in ("simsiam", "byol"):
+    if spec.predictor:
         predictor = 2 * mlp_macs([settings.proj_dim, settings.pred_hidden, settings.proj_dim])
     trained = 2 * (costs.encoder + projector + predictor)
-    target = 2 * (costs.encoder + projector) if method == "byol" else 0
+    target = 2 * (costs.encoder + projector) if spec.target else 0
     return trained, target
 
 
@@ -191,23 +199,45 @@ def finetune_bytes(sweep: Sweep, unit: Any) -> int:
     return 4 * (4 * params + acts) + 2 * 8 * n
 
 
+def features_bytes(sweep: Sweep, unit: Any) -> int:
+    """Bytes of GPU memory a fine-tune group's shared inputs take: its pre-train's features.
+
+    The training and test features as stored (`execution.feature_dtype`) and as the float32
+    copy the trainer makes of them (the same tensors when stored as float32), plus, for the
+    `last` head, the frozen block's hidden activations of both sets, computed once.
+    """
+    costs = Costs.of(sweep)
+    rows = subset_size(pool_per_class(sweep.data), costs.num_classes, unit.gamma) + costs.n_test
+    stored = 2 if sweep.execution.feature_dtype == "float16" else 4
+    out = rows * costs.feat_dim * (stored + (4 if stored != 4 else 0))
+    if unit.head == "last":
+        out += rows * sweep.ssl_settings(unit.method).proj_hidden * 4
+    return out
+
+
+def finetune_group_bytes(sweep: Sweep, units: list[Any]) -> int:
+    """Bytes of GPU memory one stacked fine-tune group takes: its trials and their features."""
+    return sum(finetune_bytes(sweep, u) for u in units) + features_bytes(sweep, units[0])
+
+
 def baseline_flops(sweep: Sweep, unit: Any) -> float:
+    """Training FLOPs from the method's cost hints (`baseline_settings.BASELINE_METHODS`): its
+    networks, each a training step and `extra_forwards` forwards per sample, or its own cost
+    model; plus every network's forward of the test set."""
     costs = Costs.of(sweep)
     c = costs.num_classes
     n = subset_size(pool_per_class(sweep.data), c, unit.gamma)
     f = costs.encoder + 2 * costs.feat_dim * c  # the classifier's forward
-    if unit.method == "elr+":  # per network: a training step and the other's EMA forward
-        return unit.epochs * 2 * n * (3 + 1) * f + 2 * costs.n_test * f
-    if unit.method != "dividemix":
-        return unit.epochs * n * 3 * f + costs.n_test * f
-    warmup = min(unit.settings["params"]["warmup_epochs"], unit.epochs)
+    spec = BASELINE_METHODS[unit.method]
+    test = spec.networks * costs.n_test * f
+    if spec.training_flops is None:
+        return unit.epochs * spec.networks * n * (3 + spec.extra_forwards) * f + test
     if unit.noise_type == "symmetric":
         flip = unit.noise * (c - 1) / c
     else:  # cifar-n: the label file's measured rate (units.base.label_file)
         flip = float((unit.label_file or {}).get("noise_rate", 0.0))
-    labelled = n * (1 - flip)
-    per_epoch = 2 * (n * f + labelled * (2 + 4 + 3 * 4) * f)  # per network: GMM pass + MixMatch
-    return warmup * 2 * n * 3 * f + (unit.epochs - warmup) * per_epoch + 2 * costs.n_test * f
+    cost = TrainingCost(unit.epochs, n, 1 - flip, f, unit.settings["params"])
+    return spec.training_flops(cost) + test
 
 
 @dataclass(frozen=True)
@@ -217,6 +247,8 @@ class Estimate:
     finetune: float
     gpu_tflops: float
     approximate_size: bool = False
+    #: GPUs one baseline run holds (`resources.baseline.gpu`): below 1, several share a GPU
+    baseline_gpu: float = 1.0
 
     def hours(self, flops: float) -> float:
         return flops / (self.gpu_tflops * 1e12) / 3600
@@ -225,11 +257,20 @@ class Estimate:
     def total_hours(self) -> float:
         return self.hours(self.pretrain + self.baselines + self.finetune)
 
+    @property
+    def baselines_per_gpu(self) -> int:
+        """How many baseline runs share one GPU at once (1 with a whole GPU or more each)."""
+        if not 0 < self.baseline_gpu < 1:
+            return 1
+        return int(1 / self.baseline_gpu + 1e-9)
+
     def line(self) -> str:
         h = self.hours
+        shared = self.baselines_per_gpu
+        per_gpu = f", {shared} per GPU (resources.baseline.gpu)" if shared > 1 else ""
         out = (
             f"  estimate: {_fmt(self.total_hours)} GPU hours (pre-train {_fmt(h(self.pretrain))}, "
-            f"baselines {_fmt(h(self.baselines))}, fine-tune {_fmt(h(self.finetune))}) "
+            f"baselines {_fmt(h(self.baselines))}{per_gpu}, fine-tune {_fmt(h(self.finetune))}) "
             f"at {self.gpu_tflops:g} TFLOP/s sustained (execution.gpu_tflops)"
         )
         if self.approximate_size:
@@ -257,4 +298,5 @@ def estimate(
         finetune=sum(finetune_flops(sweep, u) for u in finetunes),
         gpu_tflops=sweep.execution.gpu_tflops,
         approximate_size=sweep.data.dataset == "clothing1m",
+        baseline_gpu=sweep.resources.baseline.gpu,
     )

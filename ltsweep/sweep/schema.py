@@ -15,14 +15,22 @@ import zipfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ltsweep.sweep.base import SpecError, Strict, first_error, parse, read_yaml
-from ltsweep.sweep.baseline_settings import BaselineSettings
+from ltsweep.sweep.baseline_settings import BASELINE_SETTINGS_FIELD, BaselineSettings
+from ltsweep.sweep.losses import FINETUNE_LOSSES
 from ltsweep.sweep.ssl_settings import SSL_SETTINGS, SSLSettings
 
 DATASETS = ("digits", "cifar10", "cifar100", "clothing1m")
-LOSSES = ("ce", "ce+sl", "la", "la+sl")
+LOSSES = FINETUNE_LOSSES  # what each is made of: ltsweep.sweep.losses.LOSSES
 HEADS = ("auto", "full", "last")
 #: classes per data set, needed by the plan before any data is read
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "clothing1m": 14}
@@ -111,10 +119,35 @@ class Resources(Strict):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0, description="a fraction shares one GPU between trials")
 
+    @model_validator(mode="after")
+    def _whole_gpus_above_one(self) -> Resources:
+        """Ray shares a GPU in fractions below 1 only; above 1 it hands out whole GPUs."""
+        if self.gpu > 1 and not float(self.gpu).is_integer():
+            raise ValueError(
+                f"gpu: {self.gpu:g} is more than one GPU but not a whole number (Ray shares a "
+                "GPU only in fractions below 1)"
+            )
+        return self
+
 
 class ResourceSettings(Strict):
     pretrain: Resources = Resources(cpu=1, gpu=1)
     finetune: Resources = Resources(cpu=1, gpu=0.25)
+    baseline: Resources = Field(
+        Resources(cpu=1, gpu=1),  # unused: a missing block is pretrain's (_baseline_default)
+        description="one single-stage baseline run; a fraction of a GPU lets two or more share "
+        "one; default: resources.pretrain",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _baseline_default(cls, data: Any) -> Any:
+        """No `baseline` block: a baseline asks for what a pre-train asks for, as it always did
+        (a baseline trains a whole network too), so files without one run as before."""
+        if isinstance(data, dict) and data.get("baseline") is None:
+            pretrain = data.get("pretrain", cls.model_fields["pretrain"].default)
+            data = {**data, "baseline": pretrain}
+        return data
 
 
 class ExecutionSettings(Strict):
@@ -124,10 +157,19 @@ class ExecutionSettings(Strict):
         description="the older switch of mixed precision: false forces fp32 (precision auto "
         "resolves to fp32; precision bf16 with amp false is an error)",
     )
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
-        description="auto: bf16 autocast on CUDA and on a CPU with native bf16 (AVX512-BF16 / "
-        "AMX), else fp32 (ltsweep/sweep/precision.py); bf16 is in the unit keys",
+        description="auto: on CUDA bf16 autocast at compute capability 8.0+ (native bf16), "
+        "else fp16 autocast with a loss scaler; on the CPU bf16 with native bf16 (AVX512-BF16 "
+        "/ AMX), else fp32 (ltsweep/sweep/precision.py). bf16 below capability 8.0 and fp16 "
+        "on the CPU are refused; the precision is in the unit keys",
+    )
+    gpu_capability: str = Field(
+        "auto",
+        pattern=r"^(auto|[0-9]+\.[0-9]+)$",
+        description='compute capability ("major.minor", e.g. "7.0" for a V100) of the GPUs '
+        "the CUDA units run on, which decides bf16 (8.0+) or fp16 for precision auto; auto: "
+        "the planning host's GPUs (the lowest), or 8.0+ assumed on a host without any",
     )
     memory_format: Literal["auto", "channels_last", "contiguous"] = Field(
         "auto", description="auto: channels_last on CUDA and with bf16 on the CPU, else contiguous"
@@ -162,10 +204,20 @@ class ExecutionSettings(Strict):
         "(25: a conservative bf16 rate of an A100-class GPU on ResNet18)",
     )
 
+    @field_validator("gpu_capability", mode="before")
+    @classmethod
+    def _capability_as_text(cls, value: Any) -> Any:
+        # YAML reads `gpu_capability: 7.0` as a number; "7.0" is what is meant
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return f"{float(value)}"
+        return value
+
     @model_validator(mode="after")
     def _check_precision(self) -> ExecutionSettings:
-        if self.precision == "bf16" and not self.amp:
-            raise ValueError("precision: bf16 contradicts amp: false (drop amp, or say fp32)")
+        if self.precision in ("bf16", "fp16") and not self.amp:
+            raise ValueError(
+                f"precision: {self.precision} contradicts amp: false (drop amp, or say fp32)"
+            )
         return self
 
 
@@ -302,6 +354,17 @@ class Sweep(Strict):
                         f"grid.pretrain_epochs[{i}]: {e} is beyond {method}'s {epochs} "
                         f"pre-train epochs (ssl.{method}.epochs)"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _check_baseline_tables(self) -> Sweep:
+        """Each chosen baseline's per-data-set settings resolve for this data set and every
+        noise rate: an emptied table is this file's error, not a worker's."""
+        bs = self.baselines
+        for method in bs.methods:
+            settings = getattr(bs, BASELINE_SETTINGS_FIELD.get(method, ""), None)
+            if settings is not None:
+                settings.check(self.data.dataset, list(self.grid.noise))
         return self
 
     @model_validator(mode="after")

@@ -1,11 +1,14 @@
 """Per-method settings of self-supervised pre-training and of the fine-tuning that follows.
 
 Defaults are the paper's values (PROTOCOL.md); every one is a named, overridable field of a
-sweep file under `ssl.<method>`. Kept free of torch so that validating a sweep is instant.
+sweep file under `ssl.<method>`. `SSL_METHODS`, at the end, is the registry: per name, the
+settings class and the cost model's hints (docs/extending.md adds a method). Kept free of
+torch so that validating a sweep is instant.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -109,6 +112,10 @@ class SSLSettings(Strict):
     def lr(self) -> float:
         return self.base_lr * (self.batch_size / 256 if self.lr_scaling == "linear" else 1.0)
 
+    def projector_dims(self, feat_dim: int) -> list[int]:
+        """Widths of the projection MLP's Linear layers, encoder features first (2 FC)."""
+        return [feat_dim, self.proj_hidden, self.proj_dim]
+
 
 class SimSiamSettings(SSLSettings):
     """SimSiam with the paper's 2-FC projection (PROTOCOL.md: "projection with 2 FC layers").
@@ -125,6 +132,12 @@ class SimSiamSettings(SSLSettings):
     pred_hidden: int = Field(512, ge=1)
     proj_last_bn_affine: bool = Field(
         False, description="affine output BatchNorm of the projection (reference: no)"
+    )
+    predictor_lr: Literal["fixed", "schedule"] = Field(
+        "fixed",
+        description="fixed: the predictor keeps the base learning rate throughout, as the "
+        "reference (facebookresearch/simsiam, --fix-pred-lr) and solo-learn (static_lr) "
+        "train it; schedule: warm-up and cosine decay like the encoder",
     )
     finetune: FinetuneSettings = FinetuneSettings(last_layer_above=0.6)
 
@@ -175,10 +188,31 @@ class BarlowTwinsSettings(SSLSettings):
     augment: AugmentSettings = ASYMMETRIC
     finetune: FinetuneSettings = FinetuneSettings(last_layer_above=0.2)
 
+    def projector_dims(self, feat_dim: int) -> list[int]:
+        return [feat_dim, *[self.proj_hidden] * (self.proj_layers - 1), self.proj_dim]
 
-SSL_SETTINGS: dict[str, type[SSLSettings]] = {
-    "simsiam": SimSiamSettings,
-    "simclr": SimCLRSettings,
-    "byol": BYOLSettings,
-    "barlow": BarlowTwinsSettings,
+
+@dataclass(frozen=True)
+class SSLMethodSpec:
+    """An SSL method as the sweep, plan and estimate layers know it, without torch.
+
+    Its trainer (the `nn.Module` with its heads and loss) is registered under the same name in
+    `ltsweep.train.selfsup.base.REGISTRY`; tests/train/test_registries.py keeps the two in step
+    and checks these hints against the modules the trainer builds.
+    """
+
+    settings: type[SSLSettings]  # the `ssl.<name>` block of a sweep file
+    #: cost hints of `ltsweep.sweep.estimate` (the projector's widths: `projector_dims`)
+    predictor: bool = False  # a predictor MLP proj_dim -> pred_hidden -> proj_dim, trained
+    target: bool = False  # a momentum copy of encoder + projector, forwarded without backward
+
+
+#: every SSL method by the name a sweep file gives it (`ssl.methods`)
+SSL_METHODS: dict[str, SSLMethodSpec] = {
+    "simsiam": SSLMethodSpec(SimSiamSettings, predictor=True),
+    "simclr": SSLMethodSpec(SimCLRSettings),
+    "byol": SSLMethodSpec(BYOLSettings, predictor=True, target=True),
+    "barlow": SSLMethodSpec(BarlowTwinsSettings),
 }
+#: the settings class of each method (what validating a sweep file needs)
+SSL_SETTINGS: dict[str, type[SSLSettings]] = {k: v.settings for k, v in SSL_METHODS.items()}

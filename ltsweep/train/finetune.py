@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltsweep.device import to_device
-from ltsweep.losses import label_prior, superloss, superloss_sigma
+from ltsweep.losses import LOSSES, label_prior, superloss, superloss_sigma
 from ltsweep.store import cache
 from ltsweep.train.stacked_adam import stacked_optimizer
 
@@ -47,13 +47,20 @@ BN_MOMENTUM = 0.1
 
 
 @functools.lru_cache(maxsize=2)
+def _features_on_cpu(cache_dir: str, key: str, epoch: int) -> dict[str, Any]:
+    """The features of pre-train `key` at `epoch` as stored, read (and checksum-verified) once
+    per worker process: the groups of one pre-train that a worker runs one after the other
+    share them. Kept in host memory: Ray reuses the process for later trials, and a cache on
+    the GPU would hold part of the card across them, beyond the trial's share."""
+    return cache.load_features(Path(cache_dir), key, epoch)
+
+
 def stored_features(cache_dir: str, key: str, epoch: int, device: str) -> dict[str, Any]:
     """The features of pre-train `key` at `epoch`, the trained-on ones moved to `device`.
 
-    Read (and checksum-verified) once per worker process: the groups of one pre-train that a
-    worker runs one after the other share them.
+    The copy on `device` belongs to the caller (one fine-tune group) and goes with it.
     """
-    raw = cache.load_features(Path(cache_dir), key, epoch)
+    raw = _features_on_cpu(cache_dir, key, epoch)
     dev = torch.device(device)
     return {
         k: to_device(v, dev) if k in ("train", "test") or k.startswith("head.") else v
@@ -181,10 +188,10 @@ def _row_constants(
     real = [0.0] * layout.rows
     for i, r in enumerate(layout.row_of_trial):
         at_row[r], real[r] = trials[i], 1.0
-    sl_rows = [r for r, t in enumerate(at_row) if real[r] and t.loss.endswith("+sl")]
+    sl_rows = [r for r, t in enumerate(at_row) if real[r] and LOSSES[t.loss].superloss]
     on = lambda xs: torch.tensor(xs, dtype=torch.float32, device=device)  # noqa: E731
     log_prior = torch.stack([label_prior(t.labels, num_classes) for t in at_row]).log().to(device)
-    la = on([t.la_tau if t.loss.startswith("la") else 0.0 for t in at_row])
+    la = on([t.la_tau if LOSSES[t.loss].logit_adjust else 0.0 for t in at_row])
     return {
         "labels": torch.as_tensor(np.stack([t.labels for t in at_row]), device=device).long(),
         "la_shift": (la.view(-1, 1) * log_prior).unsqueeze(-1),  # (R, C, 1)
@@ -239,42 +246,63 @@ def _stacked(x: torch.Tensor, chunks: int, slots: int, device: torch.device) -> 
     return x.to(device).expand(chunks, slots, *x.shape).clone()
 
 
-def train_stacked(
+@dataclass
+class StackedHeads:
+    """The heads of one group, stacked: parameters (S chunks, slots, ...) and BN statistics."""
+
+    layout: Layout
+    params: dict[str, torch.Tensor]  # w, b (the classifier); full: w1, b1, gamma, beta
+    stats: dict[str, torch.Tensor]  # full: the BatchNorm's running mean and var
+    num_classes: int
+    dim: int  # the width of the features the heads read
+    fan_in: int  # the classifier's input: the hidden width (full), else `dim`
+    full: bool
+
+    def forward(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        """Logits (R, C, B) of the chunks' batches `x` (S or 1, B, D)."""
+        P, stats, fan_in, C, D = self.params, self.stats, self.fan_in, self.num_classes, self.dim
+        S, g, R = len(self.layout.chunk_seed), self.layout.slots, self.layout.rows
+        B = x.shape[1]
+        xt = x.transpose(1, 2).expand(S, D, B)
+        if self.full:
+            h = torch.baddbmm(P["b1"].view(S, g * fan_in, 1), P["w1"].view(S, g * fan_in, D), xt)
+            h = F.batch_norm(  # statistics over the batch: the last axis of (1, R*H, B)
+                h.view(1, R * fan_in, B),
+                stats["mean"].view(-1),
+                stats["var"].view(-1),
+                P["gamma"].view(-1),
+                P["beta"].view(-1),
+                training=train and B > 1,
+                momentum=BN_MOMENTUM,
+                eps=BN_EPS,
+            )
+            h = torch.relu(h).view(R, fan_in, B)
+            return torch.baddbmm(P["b"].view(R, C, 1), P["w"].view(R, C, fan_in), h)
+        return torch.baddbmm(P["b"].view(S, g * C, 1), P["w"].view(S, g * C, D), xt).view(R, C, B)
+
+
+def _setup(
     train_x: torch.Tensor,
-    test_x: torch.Tensor,
     num_classes: int,
     head: HeadSpec,
     trials: list[Trial],
-    head_init: dict[str, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Train every trial; return test predictions (T, M) as int64 on the features' device.
+    head_init: dict[str, torch.Tensor] | None,
+) -> tuple[StackedHeads, list[torch.Generator]]:
+    """The group's stacked heads, initialised, and each seed's generator after its init.
 
-    `train_x` (N, D) and `test_x` (M, D) should already be on the training device. Trials are
-    laid out in chunks of one seed (`lay_out`); per step, each chunk's batch is gathered once
-    as (B, D) and every layer that reads it is one batched matmul over the chunks,
-    (S, slots * out, D) x (S, D, B). Activations keep features before samples, (rows, C, B),
-    so the products, BatchNorm and the log-softmax over C all run on contiguous memory.
-    Each trial's result equals its result trained alone, up to matmul rounding.
+    Same draws as each trial's own generator alone: the init first, then (`_train_epoch`)
+    one order per epoch.
     """
-    device, n = train_x.device, train_x.shape[0]
-    train_x, test_x = train_x.float(), test_x.float()
-    if head.mode == "last":
-        if head_init is None:
-            raise ValueError("head mode 'last' needs the pre-trained projection block (head_init)")
-        train_x, test_x = frozen_hidden(train_x, head_init), frozen_hidden(test_x, head_init)
+    device = train_x.device
     full = head.mode == "full"
     if full and head_init is None:
         raise ValueError("head mode 'full' needs the pre-trained projection block (head_init)")
     C, D = num_classes, train_x.shape[1]
     fan_in = head_init["w1"].shape[0] if full else D
-
     width = fan_in if full else C
     layout = lay_out(trials, max(1, CHUNK_ACTIVATIONS // (head.batch_size * width)))
-    S, g, R = len(layout.chunk_seed), layout.slots, layout.rows
-    k = _row_constants(trials, layout, C, device)
-    chunk_seed = torch.tensor(layout.chunk_seed, device=device)
+    S, g = len(layout.chunk_seed), layout.slots
 
-    # Same draws as each trial's own generator alone: the init first, then one order per epoch.
     gens = [torch.Generator().manual_seed(seed) for seed in layout.seeds]
     inits = [_init_classifier(C, fan_in, gen) for gen in gens]
     P = {
@@ -296,59 +324,89 @@ def train_stacked(
         }
     for t in P.values():
         t.requires_grad_(True)
-    opt = stacked_optimizer(list(P.values()), k["lr"].view(S, g), k["wd"].view(S, g))
+    return StackedHeads(layout, P, stats, C, D, fan_in, full), gens
 
-    def forward(x: torch.Tensor, train: bool) -> torch.Tensor:
-        """Logits (R, C, B) of the chunks' batches `x` (S or 1, B, D)."""
-        B = x.shape[1]
-        xt = x.transpose(1, 2).expand(S, D, B)
-        if full:
-            h = torch.baddbmm(P["b1"].view(S, g * fan_in, 1), P["w1"].view(S, g * fan_in, D), xt)
-            h = F.batch_norm(  # statistics over the batch: the last axis of (1, R*H, B)
-                h.view(1, R * fan_in, B),
-                stats["mean"].view(-1),
-                stats["var"].view(-1),
-                P["gamma"].view(-1),
-                P["beta"].view(-1),
-                training=train and B > 1,
-                momentum=BN_MOMENTUM,
-                eps=BN_EPS,
-            )
-            h = torch.relu(h).view(R, fan_in, B)
-            return torch.baddbmm(P["b"].view(R, C, 1), P["w"].view(R, C, fan_in), h)
-        return torch.baddbmm(P["b"].view(S, g * C, 1), P["w"].view(S, g * C, D), xt).view(R, C, B)
 
-    bounds = _batches(n, head.batch_size)
+def _train_epoch(
+    heads: StackedHeads,
+    train_x: torch.Tensor,
+    k: dict[str, torch.Tensor],
+    gens: list[torch.Generator],
+    opt: torch.optim.Optimizer,
+    bounds: list[tuple[int, int]],
+) -> None:
+    """One epoch of every trial: a fresh order per seed, one optimiser step per batch."""
+    layout, n, D = heads.layout, train_x.shape[0], heads.dim
+    S, g, R = len(layout.chunk_seed), layout.slots, layout.rows
+    chunk_seed = torch.tensor(layout.chunk_seed, device=train_x.device)
+    orders = torch.stack([torch.randperm(n, generator=gen) for gen in gens]).to(train_x.device)
+    chunk_orders = orders[chunk_seed]  # (S, n)
+    row_labels = k["labels"].view(S, g, n).gather(2, chunk_orders.unsqueeze(1).expand(S, g, n))
+    row_labels = row_labels.view(R, n)
+    for s, e in bounds:
+        x = train_x.index_select(0, chunk_orders[:, s:e].reshape(-1)).view(S, e - s, D)
+        y = row_labels[:, None, s:e]  # (R, 1, B)
+        if heads.full:
+            logp = torch.log_softmax(heads.forward(x, train=True) + k["la_shift"], dim=1)
+            ce = -logp.gather(1, y).squeeze(1)  # (R, B)
+            # sum over trials of each trial's batch mean: trials do not share gradients
+            (ce * loss_weights(ce.detach(), k)).sum().div(e - s).backward()
+        else:
+            linear_grads(x, y, heads.params["w"], heads.params["b"], k)
+        opt.step()
+        opt.zero_grad()
+
+
+@torch.no_grad()
+def _predict(heads: StackedHeads, test_x: torch.Tensor) -> torch.Tensor:
+    """Each trial's predicted classes of `test_x` (T, M), in chunks of the test set that keep
+    the logits of all rows within 2**26 numbers."""
+    width = heads.fan_in if heads.full else heads.num_classes
+    chunk = max(1, int(2**26 // max(1, heads.layout.rows * max(width, heads.num_classes))))
+    preds = torch.cat(
+        [
+            heads.forward(test_x[None, s : s + chunk], train=False)
+            .max(1)
+            .indices  # argmax(1): 10x slower
+            for s in range(0, test_x.shape[0], chunk)
+        ],
+        dim=1,
+    )
+    return preds[torch.tensor(heads.layout.row_of_trial, device=test_x.device)]
+
+
+def train_stacked(
+    train_x: torch.Tensor,
+    test_x: torch.Tensor,
+    num_classes: int,
+    head: HeadSpec,
+    trials: list[Trial],
+    head_init: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Train every trial; return test predictions (T, M) as int64 on the features' device.
+
+    `train_x` (N, D) and `test_x` (M, D) should already be on the training device. Trials are
+    laid out in chunks of one seed (`lay_out`); per step, each chunk's batch is gathered once
+    as (B, D) and every layer that reads it is one batched matmul over the chunks,
+    (S, slots * out, D) x (S, D, B). Activations keep features before samples, (rows, C, B),
+    so the products, BatchNorm and the log-softmax over C all run on contiguous memory.
+    Each trial's result equals its result trained alone, up to matmul rounding.
+    Set-up (`_setup`), an epoch of steps (`_train_epoch`) and the evaluation (`_predict`).
+    """
+    train_x, test_x = train_x.float(), test_x.float()
+    if head.mode == "last":
+        if head_init is None:
+            raise ValueError("head mode 'last' needs the pre-trained projection block (head_init)")
+        train_x, test_x = frozen_hidden(train_x, head_init), frozen_hidden(test_x, head_init)
+    heads, gens = _setup(train_x, num_classes, head, trials, head_init)
+    layout = heads.layout
+    k = _row_constants(trials, layout, num_classes, train_x.device)
+    S, g = len(layout.chunk_seed), layout.slots
+    opt = stacked_optimizer(list(heads.params.values()), k["lr"].view(S, g), k["wd"].view(S, g))
+    bounds = _batches(train_x.shape[0], head.batch_size)
     for _ in range(head.epochs):
-        orders = torch.stack([torch.randperm(n, generator=gen) for gen in gens]).to(device)
-        chunk_orders = orders[chunk_seed]  # (S, n)
-        row_labels = k["labels"].view(S, g, n).gather(2, chunk_orders.unsqueeze(1).expand(S, g, n))
-        row_labels = row_labels.view(R, n)
-        for s, e in bounds:
-            x = train_x.index_select(0, chunk_orders[:, s:e].reshape(-1)).view(S, e - s, D)
-            y = row_labels[:, None, s:e]  # (R, 1, B)
-            if full:
-                logp = torch.log_softmax(forward(x, train=True) + k["la_shift"], dim=1)
-                ce = -logp.gather(1, y).squeeze(1)  # (R, B)
-                # sum over trials of each trial's batch mean: trials do not share gradients
-                (ce * loss_weights(ce.detach(), k)).sum().div(e - s).backward()
-            else:
-                linear_grads(x, y, P["w"], P["b"], k)
-            opt.step()
-            opt.zero_grad()
-
-    with torch.no_grad():
-        chunk = max(1, int(2**26 // max(1, R * max(width, C))))
-        preds = torch.cat(
-            [
-                forward(test_x[None, s : s + chunk], train=False)
-                .max(1)
-                .indices  # argmax(1): 10x slower
-                for s in range(0, test_x.shape[0], chunk)
-            ],
-            dim=1,
-        )
-    return preds[torch.tensor(layout.row_of_trial, device=device)]
+        _train_epoch(heads, train_x, k, gens, opt, bounds)
+    return _predict(heads, test_x)
 
 
 def train_reference(
@@ -392,10 +450,10 @@ def train_reference(
         for s, e in _batches(n, head.batch_size):
             idx = perm[s:e]
             logits = model(train_x[idx])
-            if trial.loss.startswith("la"):
+            if LOSSES[trial.loss].logit_adjust:
                 logits = logits + trial.la_tau * log_prior
             loss = F.cross_entropy(logits, labels[idx], reduction="none")
-            if trial.loss.endswith("+sl"):
+            if LOSSES[trial.loss].superloss:
                 loss = superloss(loss, trial.sl_threshold, trial.sl_lambda)
             opt.zero_grad()
             loss.mean().backward()

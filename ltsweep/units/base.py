@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
@@ -135,9 +136,6 @@ class Unit:
         """The key of the unit whose output this one reads first, if any."""
         return None
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class RowUnit(Unit):
@@ -181,6 +179,13 @@ class RunContext:
 def now() -> str:
     """A row's `started` column: ISO 8601, UTC, to the second."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def worker_host() -> str:
+    """A row's `host` column: the node that computed the unit. Read by the unit, in its
+    worker, when it starts, and carried into its row, so the column never names the
+    node that merely wrote or collected the row (the driver's)."""
+    return socket.gethostname()
 
 
 def record_rows(

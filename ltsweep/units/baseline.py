@@ -5,7 +5,8 @@ trials (grid.gamma x grid.noise x grid.seeds x grid.data_seeds), with the data, 
 the training budget every baseline shares and the method's own settings resolved for the cell
 (`method_params`), and, for cifar-n noise, the label file's content.
 Needs: nothing.
-Resources: `resources.pretrain` (a baseline trains a whole network, as a pre-train does).
+Resources: `resources.baseline` (default: `resources.pretrain`, as a baseline trains a whole
+network; a fraction of a GPU lets two or more share one).
 Runs: trains (or resumes, from `<cache>/baseline/<key>/last.pt`) the method's network(s) on
 the shared baseline loop (`ltsweep.train.baselines`), evaluates on the balanced clean test set
 and writes its one result row, `baseline-<key>`. Its training labels come from
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ltsweep.sweep import precision
-from ltsweep.sweep.baseline_settings import SUPERVISED, BaselineSettings
+from ltsweep.sweep.baseline_settings import BASELINE_METHODS
 from ltsweep.sweep.schema import Resources, Sweep
 from ltsweep.units.base import (
     Row,
@@ -36,6 +37,7 @@ from ltsweep.units.base import (
     label_file,
     now,
     record_rows,
+    worker_host,
 )
 
 if TYPE_CHECKING:  # the worker's types: torch-side modules, imported when a unit runs
@@ -70,51 +72,22 @@ class BaselineUnit(RowUnit):
         }
 
 
-def method_params(sweep: Sweep, bs: BaselineSettings, method: str, noise: float) -> dict[str, Any]:
+def method_params(sweep: Sweep, method: str, noise: float) -> dict[str, Any]:
     """The method's own settings, resolved for the data set and noise rate of a cell.
 
     Only what changes the method's output goes in, so that changing, say, ELR's beta does
-    not invalidate the CE units.
+    not invalidate the CE units. Each method's entry of
+    `ltsweep.sweep.baseline_settings.BASELINE_METHODS` says what they are.
     """
-    dataset = sweep.data.dataset
-    if method in SUPERVISED:
-        out: dict[str, Any] = {"loss": method}
-        if method.startswith("la"):
-            out["la_tau"] = sweep.loss.la_tau
-        if method.endswith("sl"):
-            out["sl_lambda"] = sweep.loss.sl_lambda
-            out["sl_threshold"] = sweep.resolved_sl_threshold()
-        return out
-    if method == "elr":
-        return bs.elr.resolved(dataset).model_dump()
-    if method == "elr+":
-        return bs.elr_plus.resolved(dataset).model_dump()
-    if method == "dividemix":
-        dm = bs.dividemix
-        return {
-            "warmup_epochs": dm.resolved_warmup(dataset),
-            "alpha": dm.alpha,
-            "T": dm.T,
-            "p_threshold": dm.resolved_p_threshold(noise),
-            "lambda_u": dm.resolved_lambda_u(dataset, noise),
-            "rampup_epochs": dm.rampup_epochs,
-            "average_losses": dm.averages_losses(noise),
-            "average_losses_epochs": dm.average_losses_epochs,
-            "mix_batch_size": dm.mix_batch_size or max(1, bs.batch_size // 2),
-            "prior_penalty": dm.prior_penalty,
-            "ensemble": dm.ensemble,
-            "gmm_max_iter": dm.gmm_max_iter,
-            "gmm_tol": dm.gmm_tol,
-            "gmm_reg_covar": dm.gmm_reg_covar,
-        }
-    raise ValueError(f"unknown baseline {method!r}")
+    if method not in BASELINE_METHODS:
+        raise ValueError(f"unknown baseline {method!r}")
+    return BASELINE_METHODS[method].params(sweep, method, noise)
 
 
 def plan_baselines(sweep: Sweep) -> list[BaselineUnit]:
     """One unit per (baseline, gamma, data seed, noise, seed): the two-stage trials' cells."""
     bs = sweep.baselines
     grid = sweep.grid
-    budget = bs.budget()
     labels = label_file(sweep) if bs.methods else None
     identity = {"data": sweep.data.identity(), "backbone": sweep.backbone.model_dump()}
     gpus = resources(sweep).gpu
@@ -124,7 +97,8 @@ def plan_baselines(sweep: Sweep) -> list[BaselineUnit]:
     for method, gamma, data_seed, noise, seed in product(
         bs.methods, grid.gamma, grid.data_seeds, grid.noise, grid.seeds
     ):
-        params = method_params(sweep, bs, method, cell_noise(noise, labels))
+        params = method_params(sweep, method, cell_noise(noise, labels))
+        budget = bs.budget(method)  # DivideMix's reference schedule has its own epochs
         settings = {"budget": budget, "params": params}
         cell = {"gamma": gamma, "data_seed": data_seed, "noise": noise, "seed": seed}
         cell |= {"method": method, "noise_type": grid.noise_type}
@@ -132,7 +106,7 @@ def plan_baselines(sweep: Sweep) -> list[BaselineUnit]:
         unit = BaselineUnit(
             key,
             dataset=sweep.data.dataset,
-            epochs=bs.epochs,
+            epochs=int(budget["epochs"]),
             settings={**settings, "execution": execution},
             label_file=labels,
             **cell,
@@ -142,7 +116,7 @@ def plan_baselines(sweep: Sweep) -> list[BaselineUnit]:
 
 
 def resources(sweep: Sweep) -> Resources:
-    return sweep.resources.pretrain
+    return sweep.resources.baseline
 
 
 def config(unit: BaselineUnit) -> dict[str, Any]:
@@ -174,35 +148,26 @@ def cell_labels(sweep: Sweep, unit: BaselineUnit) -> tuple[np.ndarray, np.ndarra
 def train_unit(ctx: RunContext, unit: BaselineUnit, train: TrainSet) -> Outcome:
     """Train `unit` on `train` with its method on the shared loop (a seam tests can spy on)."""
     # the worker's side: torch and the trainers load here, never when planning
+    from ltsweep import gpu_memory
     from ltsweep.data.cell import dataset_for
-    from ltsweep.device import Speed, pick_device
+    from ltsweep.device import Speed
+    from ltsweep.placement import unit_device
     from ltsweep.train.baselines.common import Backbone, Budget
-    from ltsweep.train.baselines.dividemix import DivideMix, DivideMixParams
-    from ltsweep.train.baselines.elr import ELR, ELRParams
-    from ltsweep.train.baselines.elr_plus import ELRPlus, ELRPlusParams
     from ltsweep.train.baselines.loop import fit
-    from ltsweep.train.baselines.supervised import LossParams, Supervised
+    from ltsweep.train.baselines.registry import build_baseline
 
     sweep = ctx.sweep
     data = dataset_for(sweep)
-    params = unit.settings["params"]
-    if unit.method in SUPERVISED:
-        method = Supervised(LossParams(**params))
-    elif unit.method == "elr":
-        method = ELR(ELRParams(**params))
-    elif unit.method == "elr+":
-        method = ELRPlus(ELRPlusParams(**params))
-    elif unit.method == "dividemix":
-        method = DivideMix(DivideMixParams(**params))
-    else:
-        raise ValueError(f"unknown baseline {unit.method!r}")
+    method = build_baseline(unit.method, unit.settings["params"])
+    device = unit_device(unit.settings.get("execution"), sweep.execution.device)
+    gpu_memory.cap_share(device, resources(sweep).gpu)
     return fit(
         method,
         train,
         data.test,
         Backbone(sweep.backbone.arch, sweep.backbone.width, data.stem),
         Budget.of(unit.settings["budget"]),
-        pick_device(sweep.execution.device),
+        device,
         checkpoint_dir(ctx.cache_dir, unit.key),
         unit.seed,
         sweep.baselines.checkpoint_every,
@@ -220,7 +185,7 @@ def run_baseline(ctx: RunContext, unit: BaselineUnit) -> Row:
     from ltsweep.metrics import evaluate
     from ltsweep.train.baselines.common import TrainSet
 
-    started = now()
+    started, host = now(), worker_host()  # the row names the node that computed it
     t0 = time.perf_counter()
 
     def rows() -> list[Row]:
@@ -234,11 +199,11 @@ def run_baseline(ctx: RunContext, unit: BaselineUnit) -> Row:
         counts = np.bincount(clean, minlength=data.num_classes)
         metrics = evaluate(pred, np.asarray(data.test.labels), counts)
         columns = {"actual_noise": noisy.actual_rate, "n_train": len(index), **outcome.extra}
-        return [unit.row(ctx.sweep.name, metrics, **columns, **_timing(t0, started))]
+        return [unit.row(ctx.sweep.name, metrics, **columns, **_timing(t0, started), host=host)]
 
     def failed(message: str) -> list[Row]:
         columns = {"actual_noise": math.nan, "n_train": 0, "status": "failed", "error": message}
-        return [unit.row(ctx.sweep.name, {}, **columns, **_timing(t0, started))]
+        return [unit.row(ctx.sweep.name, {}, **columns, **_timing(t0, started), host=host)]
 
     (row,) = record_rows(ctx, f"{KIND}-{unit.key}", rows, failed)
     return row

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ltsweep.sweep import precision
 from ltsweep.sweep.estimate import finetune_bytes
 from ltsweep.sweep.schema import Resources, Sweep
 from ltsweep.units.base import (
@@ -34,6 +35,7 @@ from ltsweep.units.base import (
     label_file,
     now,
     record_rows,
+    worker_host,
 )
 from ltsweep.units.pretrain import PretrainUnit
 
@@ -194,8 +196,12 @@ def run_config(ctx: RunContext, config: dict[str, Any]) -> None:
     run_finetunes(ctx, [FinetuneUnit(**u) for u in config["units"]], config["name"])
 
 
-def failed_row(sweep: str, unit: FinetuneUnit, message: str, started: str = "") -> Row:
-    """The row of a trial that failed (or was lost with its pre-train) before it had a result."""
+def failed_row(
+    sweep: str, unit: FinetuneUnit, message: str, started: str = "", host: str | None = None
+) -> Row:
+    """The row of a trial that failed (or was lost with its pre-train) before it had a result.
+
+    `host`: the worker's node, when the trial ran (else the node writing the row)."""
     return unit.row(
         sweep,
         {},
@@ -206,24 +212,29 @@ def failed_row(sweep: str, unit: FinetuneUnit, message: str, started: str = "") 
         error=message,
         seconds=0.0,
         started=started,
+        **({} if host is None else {"host": host}),
     )
 
 
 def run_finetunes(ctx: RunContext, units: list[FinetuneUnit], file_name: str) -> list[Row]:
     """Train `units` (one group: same pre-train, head and epochs) together; write their rows."""
     # the worker's side: torch and the trainer load here, never when planning
+    from ltsweep import gpu_memory
     from ltsweep.data.cell import noisy_labels
-    from ltsweep.device import pick_device
     from ltsweep.metrics import evaluate
+    from ltsweep.placement import unit_device
     from ltsweep.train import finetune as stacked
 
-    started = now()
+    started, host = now(), worker_host()  # the rows name the node that computed them
     t0 = time.perf_counter()
     first = units[0]
     num_classes = ctx.sweep.num_classes
 
     def rows() -> list[Row]:
-        device = pick_device(ctx.sweep.execution.device)
+        ex = ctx.sweep.execution  # where the plan runs fine-tunes: from the settings alone
+        cuda = precision.runs_on_cuda(ex, resources(ctx.sweep).gpu)
+        device = unit_device({"device_type": "cuda" if cuda else "cpu"}, ex.device)
+        gpu_memory.cap_share(device, resources(ctx.sweep).gpu)
         feats = stacked.stored_features(
             str(ctx.cache_dir), first.pretrain_key, first.pretrain_epochs, str(device)
         )
@@ -263,11 +274,12 @@ def run_finetunes(ctx: RunContext, units: list[FinetuneUnit], file_name: str) ->
                 knn_acc=float(feats["knn_acc"]),
                 seconds=seconds,
                 started=started,
+                host=host,
             )
             for u, p, n in zip(units, preds.cpu().numpy(), noisy, strict=True)
         ]
 
     def failed(message: str) -> list[Row]:
-        return [failed_row(ctx.sweep.name, u, message, started) for u in units]
+        return [failed_row(ctx.sweep.name, u, message, started, host) for u in units]
 
     return record_rows(ctx, file_name, rows, failed)

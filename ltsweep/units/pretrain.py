@@ -19,12 +19,12 @@ from dataclasses import asdict, dataclass, field
 from itertools import product
 from typing import Any, ClassVar
 
-from ltsweep import __version__
 from ltsweep.store import cache, curves
 from ltsweep.store.atomic import write_json
 from ltsweep.sweep import precision
 from ltsweep.sweep.schema import Resources, Sweep
 from ltsweep.units.base import RunContext, Unit, content_key
+from ltsweep.version import __version__
 
 log = logging.getLogger("ltsweep.pretrain")
 
@@ -134,15 +134,18 @@ def run_pretrain(ctx: RunContext, unit: PretrainUnit) -> dict[str, Any]:
     # the worker's side: torch and the trainers load here, never when planning
     import torch
 
+    from ltsweep import gpu_memory
     from ltsweep.data.cell import dataset_for, training_subset
-    from ltsweep.device import Speed, pick_device
+    from ltsweep.device import Speed
     from ltsweep.models.resnet import build_encoder
+    from ltsweep.placement import unit_device
     from ltsweep.train.selfsup.base import build_method
     from ltsweep.train.selfsup.features import snapshot_features
     from ltsweep.train.selfsup.loop import Batches, pretrain, snapshot_intact
 
     sweep, ex = ctx.sweep, ctx.sweep.execution
-    device = pick_device(ex.device)
+    device = unit_device(unit.settings.get("execution"), ex.device)
+    gpu_memory.cap_share(device, resources(sweep).gpu)
     speed = Speed.of(unit.settings.get("execution"))
     data = dataset_for(sweep)
     index = training_subset(data, unit.gamma, unit.data_seed)

@@ -36,6 +36,23 @@ def _write(tmp_path, text):
         ("name: t\ngrid: [1, 2\n", "malformed YAML"),
         ("- just\n- a list\n", "a sweep file is a YAML mapping"),
         ("name: t\ndata:\n  dataset: imagenet\n", "data.dataset"),
+        (
+            "name: t\nbaselines:\n  methods: [elr]\n  elr:\n    by_dataset: {}\n",
+            "baselines.elr.by_dataset: no beta/lam for data set 'digits'",
+        ),
+        (
+            "name: t\nbaselines:\n  methods: [dividemix]\n  dividemix:\n    lambda_u_table: {}\n",
+            "baselines.dividemix.lambda_u_table: no entry for data set 'digits'",
+        ),
+        (
+            "name: t\nbaselines:\n  methods: [dividemix]\n"
+            "  dividemix:\n    lambda_u_table: {digits: {}}\n",
+            "baselines.dividemix.lambda_u_table: no entry for data set 'digits'",
+        ),
+        (
+            "name: t\nbaselines:\n  methods: [elr+]\n  elr_plus:\n    by_dataset: {}\n",
+            "baselines.elr_plus.by_dataset: no settings for data set 'digits'",
+        ),
     ],
 )
 @pytest.mark.parametrize("command", ["run", "plan"])
@@ -107,3 +124,13 @@ def test_cluster_without_sbatch_is_one_line_and_writes_nothing(tmp_path, capsys,
     assert code == 2
     assert len(err) == 1 and "--cluster: no `sbatch` on PATH" in err[0], err
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_more_cpus_than_the_local_ray_has_is_refused_before_anything_is_written(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    sweep = _write(tmp_path, "name: t\nresources:\n  pretrain: {cpu: 4096}\n")
+    code = main(["run", str(sweep), "--run-dir", str(run_dir)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "s.yaml: resources.pretrain.cpu: 4096 CPUs asked" in err[0], err
+    assert not run_dir.exists()

@@ -168,16 +168,21 @@ def test_on_a_terminal_a_live_view_then_the_final_state_once() -> None:
 
 
 def test_config_flops_prices_every_kind_of_the_smoke_sweep() -> None:
+    from types import SimpleNamespace
+
+    from ltsweep.engine.work_queue import work_items
     from ltsweep.planning.plan import make_plan
     from ltsweep.sweep.schema import load_sweep
-    from ltsweep.units import baseline, finetune, pretrain
 
     sweep = load_sweep("sweeps/smoke.yaml")
     plan = make_plan(sweep)
-    configs = [pretrain.config(u) for u in plan.pretrains]
-    configs += [finetune.config(g) for g in finetune.finetune_groups(sweep, plan.finetunes)]
-    configs += [baseline.config(u) for u in plan.baselines]
-    assert all(SP.config_flops(sweep, c) > 0 for c in configs)
+    todo_all = SimpleNamespace(
+        pretrains_todo=plan.pretrains, finetunes_todo=plan.finetunes, baselines_todo=plan.baselines
+    )
+    ready, waiting = work_items(todo_all, sweep)  # every config priced when it is made
+    configs = ready + [c for group in waiting.values() for c in group]
+    assert {c["kind"] for c in configs} == {"pretrain", "finetune", "baseline"}
+    assert all(SP.config_flops(c) > 0 for c in configs)
     todo = {"pretrain": 2, "finetune": len(plan.finetunes), "baseline": len(plan.baselines)}
     p = SP.for_sweep(sweep, todo, configs, {"CPU": 2.0}, io.StringIO())
     assert p.slots == {"pretrain": 2, "finetune": 2, "baseline": 2}

@@ -97,9 +97,12 @@ def cifar_n_sweep(folder: Path):
 def fp32_host(tmp_path, monkeypatch):
     """Plan as on a CPU without native bf16: `precision: auto` resolves to fp32 there, as every
     CPU sweep ran before precision existed (on a bf16 CPU the CPU sweeps' keys gain
-    `precision: bf16`, on purpose: tests/sweep/test_precision.py)."""
+    `precision: bf16`, on purpose: tests/sweep/test_precision.py), and with no GPU on the
+    planning host (a V100 there would make `auto` fp16: tests/sweep/test_precision_by_gpu.py)."""
+    from ltsweep import gpu_probe
     from ltsweep.sweep import precision
 
+    monkeypatch.setattr(gpu_probe, "visible_gpus", lambda: ())
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
     monkeypatch.setattr(precision, "CPUINFO", cpuinfo)

@@ -173,6 +173,20 @@ def test_no_gpu_request_without_gpus() -> None:
     assert "--gres" not in text and "--gpus" not in text and "--mem" not in text
 
 
+def test_a_lost_node_keeps_the_job_unless_the_profile_says_no() -> None:
+    """no_kill (the default): sbatch keeps the allocation when a node fails and srun keeps
+    the other tasks (a task that fails on a live node still ends the step: -K stays)."""
+    lines = slurm.sbatch_script(big_profile()).splitlines()
+    srun = next(line for line in lines if line.startswith("srun ")).split()
+    assert "#SBATCH --no-kill" in lines
+    assert "--no-kill" in srun and "--kill-on-bad-exit=1" in srun
+    assert srun.index("--no-kill") < srun.index("-m")  # srun's option, not python's
+    text = slurm.sbatch_script(big_profile(no_kill=False))
+    assert "--no-kill" not in text and "--kill-on-bad-exit=1" in text
+    with pytest.raises(SpecError, match=r"--no-kill is set by the profile field no_kill"):
+        big_profile(extra_sbatch=["--no-kill"])
+
+
 def test_executor_parameters_are_valid_for_submitit() -> None:
     params = slurm.executor_parameters(big_profile(), "x")
     assert params["ntasks_per_node"] == 1 and params["nodes"] == 4
@@ -292,6 +306,26 @@ def test_checkpoint_stops_the_driver_and_counts_requeues(tmp_path: Path) -> None
     assert clone.checkpoint() is None  # a second requeue would exceed max_requeues=1
     record = slurm.read_record(tmp_path)
     assert record["requeues"] == 1 and "gave_up_at" in record
+
+
+def test_checkpoint_records_giving_up_before_it_waits_for_the_driver(tmp_path: Path) -> None:
+    """SLURM may send SIGUSR2 in the same pass as the time-limit kill, SIGKILL following
+    KillWait seconds later: the decision is on disk while the driver is still stopping."""
+    from ltsweep.sweep.schema import Sweep
+
+    prof = parse_profile({"partition": "d", "cpus_per_node": 1, "time_limit": 5, "max_requeues": 0})
+    job = slurm.SweepJob(Sweep(name="t"), tmp_path, tmp_path / "cache", prof)
+    seen: dict = {}
+    job._stop = threading.Event()
+
+    def driver() -> None:  # stops only after it has seen what the record said
+        job._stop.wait(30)
+        seen.update(slurm.read_record(tmp_path) or {})
+
+    job._thread = threading.Thread(target=driver)
+    job._thread.start()
+    assert job.checkpoint() is None
+    assert "gave_up_at" in seen
 
 
 def test_worker_waits_for_the_driver_or_a_lost_head(

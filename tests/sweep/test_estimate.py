@@ -10,6 +10,7 @@ import pytest
 
 from ltsweep.planning.describe import describe_plan
 from ltsweep.planning.plan import make_plan
+from ltsweep.sweep.baseline_settings import BASELINE_METHODS
 from ltsweep.sweep.estimate import (
     Costs,
     estimate,
@@ -20,6 +21,7 @@ from ltsweep.sweep.estimate import (
     subset_size,
 )
 from ltsweep.sweep.schema import parse_sweep
+from ltsweep.sweep.ssl_settings import SSL_METHODS
 from ltsweep.units.baseline import plan_baselines
 
 
@@ -30,6 +32,21 @@ def _torch_flops(module, *inputs) -> int:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         module(*inputs)
     return counter.get_total_flops()
+
+
+def _network_flops(fn, *inputs) -> int:
+    """FLOPs inside the networks `fn` calls (the modules it enters), leaving out what the loss
+    computes outside them (NT-Xent's similarity matrix, Barlow Twins' cross-correlation): a
+    few FLOPs next to the networks', which the cost model does not count."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn(*inputs)
+    by_module = counter.get_flop_counts()  # nested names ("ResNet18.layers.0") count twice
+    return sum(
+        sum(ops.values()) for name, ops in by_module.items() if name != "Global" and "." not in name
+    )
 
 
 @pytest.mark.parametrize(
@@ -58,17 +75,18 @@ def test_resnet18_standard_sizes():
     assert resnet18_macs(64, 64, "cifar") == 4 * resnet18_macs(64, 32, "cifar")
 
 
-@pytest.mark.parametrize("method", ["simsiam", "byol", "simclr"])
+@pytest.mark.parametrize("method", list(SSL_METHODS))
 def test_ssl_forward_count_matches_flop_counter(method):
-    """One training forward of both views (+ BYOL's target) is what ssl_flops counts."""
+    """One training forward of both views (+ BYOL's target) is what ssl_flops counts, for every
+    registered method: its cost hints (SSL_METHODS) against the module its trainer builds."""
     import torch
 
     from ltsweep.models.resnet import build_encoder
-    from ltsweep.sweep.ssl_settings import SSL_SETTINGS
     from ltsweep.train.selfsup.base import build_method
 
-    extra = {"pred_hidden": 8} if method != "simclr" else {}
-    settings = SSL_SETTINGS[method](proj_hidden=32, proj_dim=16, **extra)
+    spec = SSL_METHODS[method]
+    extra = {"pred_hidden": 8} if spec.predictor else {}
+    settings = spec.settings(proj_hidden=32, proj_dim=16, **extra)
     torch.manual_seed(0)
     model = build_method(method, build_encoder("resnet18", 4, "cifar"), settings)
     batch, size = 4, 12
@@ -77,11 +95,9 @@ def test_ssl_forward_count_matches_flop_counter(method):
         encoder=2 * resnet18_macs(4, size, "cifar"), feat_dim=32, num_classes=10, n_test=0
     )
     trained, target = ssl_flops(method, settings, costs)
-    counted = _torch_flops(model.loss, x1, x2)
-    if method == "simclr":  # NT-Xent's similarity matrix is a matmul too: (2B x 16) @ (16 x 2B)
-        counted -= 2 * (2 * batch) ** 2 * 16
+    counted = _network_flops(model.loss, x1, x2)
     assert counted == batch * (trained + target)
-    assert (target > 0) == (method == "byol")
+    assert (target > 0) == spec.target
 
 
 def test_subset_sizes_follow_the_long_tail_profile():
@@ -117,7 +133,11 @@ TINY = {
             "pred_hidden": 8,
         }
     },
-    "baselines": {"methods": ["ce", "dividemix"], "epochs": 4, "dividemix": {"warmup_epochs": 1}},
+    "baselines": {
+        "methods": ["ce", "dividemix"],
+        "epochs": 4,
+        "dividemix": {"warmup_epochs": 1, "schedule": "shared"},  # the 4 epochs of the budget
+    },
     "execution": {"gpu_tflops": 2.0},
 }
 
@@ -161,6 +181,23 @@ def test_estimate_of_a_tiny_sweep_by_hand():
         and "at 2 TFLOP/s sustained (execution.gpu_tflops)" in got.line()
     )
     assert mlp_macs([32, 32, 10]) == 32 * 32 + 32 * 10
+
+
+@pytest.mark.parametrize("method", list(BASELINE_METHODS))
+def test_every_baseline_is_priced(method):
+    """Each registered baseline's estimate is at least its networks' plain training (a step per
+    sample and epoch) and test forward; a one-network method without hints is exactly that."""
+    sweep = parse_sweep(TINY | {"baselines": TINY["baselines"] | {"methods": [method]}})
+    units = plan_baselines(sweep)
+    spec = BASELINE_METHODS[method]
+    n, n_test = 10 * (174 - 40), 400
+    f = 2 * resnet18_macs(4, 8, "cifar") + 2 * 32 * 10
+    for unit in units:
+        plain = spec.networks * (unit.epochs * n * 3 * f + n_test * f)
+        got = estimate(sweep, [], [], [unit]).baselines
+        assert got >= plain * (1 - 1e-9)
+        if spec.networks == 1 and not spec.extra_forwards and spec.training_flops is None:
+            assert got == pytest.approx(plain)
 
 
 def test_estimate_line_of_the_paper_grids():

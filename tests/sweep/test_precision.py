@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ltsweep import gpu_probe
 from ltsweep.augment import Normalize
 from ltsweep.data.digits import load_digits_dataset
 from ltsweep.data.imbalance import long_tail_indices
@@ -37,6 +38,13 @@ FP32_CPU = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n"
 pytestmark = pytest.mark.usefixtures("one_thread")  # one thread, as in a worker
 
 
+@pytest.fixture(autouse=True)
+def no_host_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA units resolve as on a planning host without GPUs (8.0+ assumed: bf16), whatever
+    GPUs the machine running the tests has (tests/sweep/test_precision_by_gpu.py: with them)."""
+    monkeypatch.setattr(gpu_probe, "visible_gpus", lambda: ())
+
+
 def cpuinfo(tmp_path: Path, text: str) -> Path:
     path = tmp_path / f"cpuinfo-{abs(hash(text))}"
     path.write_text(text)
@@ -48,7 +56,7 @@ def cpuinfo(tmp_path: Path, text: str) -> Path:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("precision", "fp16"), ("memory_format", "nhwc"), ("compile", "yes")],
+    [("precision", "fp8"), ("memory_format", "nhwc"), ("compile", "yes")],
 )
 def test_bad_values_name_the_field(field: str, value: str) -> None:
     with pytest.raises(SpecError) as err:
@@ -112,16 +120,21 @@ def test_auto_resolution(tmp_path, execution, gpus, host, want) -> None:
 
 
 def test_key_names_precision_only_when_not_the_legacy_one(tmp_path: Path) -> None:
+    """CPU keys are as before precision existed; a CUDA unit's key names its device, so a
+    GPU's fp32 and a CPU's fp32 (different kernels, different numbers) never share a key."""
     bf16, fp32 = cpuinfo(tmp_path, BF16_CPU), cpuinfo(tmp_path, FP32_CPU)
     cpu = ExecutionSettings(device="cpu")
     assert precision.key_fields(cpu, 0, fp32) == {}  # fp32 on the CPU: as before
     assert precision.key_fields(cpu, 0, bf16) == {"precision": "bf16"}
     gpu = ExecutionSettings(device="auto")
-    assert precision.key_fields(gpu, 1, fp32) == {}  # bf16 on CUDA with amp: as before
+    assert precision.key_fields(gpu, 1, fp32) == {"device": "cuda"}  # bf16 with amp: legacy
     assert precision.key_fields(ExecutionSettings(precision="fp32"), 1, fp32) == {
-        "precision": "fp32"
+        "device": "cuda",
+        "precision": "fp32",
     }
-    assert precision.key_fields(ExecutionSettings(amp=False), 1, fp32) == {}  # fp32, as before
+    # fp32 through the old switch: legacy, yet not the CPU's fp32 key
+    assert precision.key_fields(ExecutionSettings(amp=False), 1, fp32) == {"device": "cuda"}
+    assert precision.key_fields(ExecutionSettings(amp=False), 0, fp32) == {}
 
 
 def test_plan_keys_follow_the_resolved_precision(tmp_path, monkeypatch) -> None:

@@ -281,3 +281,84 @@ def test_clothing1m_views_are_cropped_from_the_whole_shorter_side(tmp_path):
     images = FileImageSet([str(path)] * 2, np.zeros(2), 224, train=True, draft=False)
     assert images.images(np.arange(2)).shape == (2, 3, 224, 224)
     assert images.view_images(np.arange(2)).shape == (2, 3, 256, 256)
+
+
+def test_dividemix_trains_on_the_reference_schedule_by_default():
+    """Train_cifar.py: 300 epochs, lr / 10 from epoch 150; `schedule: shared` keeps the shared
+    budget (epochs, cosine) as an option."""
+    from ltsweep.train.baselines.common import Budget
+    from ltsweep.train.baselines.dividemix import DivideMix, DivideMixParams
+
+    def units(dm: dict):
+        sweep = parse_sweep(
+            {
+                "name": "dm",
+                "data": {"dataset": "cifar10"},
+                "grid": {"ssl": ["simsiam"], "gamma": [100], "noise": [0.2]},
+                "baselines": {"methods": ["ce", "dividemix"], "epochs": 200, "dividemix": dm},
+            }
+        )
+        return {u.method: u for u in make_plan(sweep).baselines}
+
+    ref = units({})
+    assert (ref["dividemix"].epochs, ref["ce"].epochs) == (300, 200)
+    assert ref["dividemix"].settings["budget"]["epochs"] == 300
+    params = DivideMixParams(**ref["dividemix"].settings["params"])
+    assert params.lr_decay_epoch == 150
+    budget = Budget.of(ref["dividemix"].settings["budget"])
+    lrs = [DivideMix(params).epoch_lr(budget, e) for e in (0, 149, 150, 299)]
+    assert lrs == pytest.approx([0.02, 0.02, 0.002, 0.002])
+
+    shared = units({"schedule": "shared"})
+    assert shared["dividemix"].epochs == 200
+    assert shared["dividemix"].settings["params"]["lr_decay_epoch"] is None
+    assert shared["dividemix"].key != ref["dividemix"].key
+    assert shared["ce"].key == ref["ce"].key  # the other baselines do not move
+    p = DivideMixParams(**shared["dividemix"].settings["params"])
+    b = Budget.of(shared["dividemix"].settings["budget"])
+    assert DivideMix(p).epoch_lr(b, 100) == pytest.approx(0.01)  # cosine at half-way
+
+
+def test_simsiam_predictor_keeps_its_learning_rate(tmp_path):
+    """The reference (--fix-pred-lr) and solo-learn (static_lr) keep the predictor's lr fixed
+    while the encoder and projector warm up and decay."""
+    from ltsweep.models.resnet import build_encoder
+    from ltsweep.sweep.ssl_settings import SimSiamSettings
+    from ltsweep.train.selfsup.simsiam import SimSiam
+
+    settings = SimSiamSettings(proj_hidden=16, proj_dim=16, pred_hidden=8)
+    method = SimSiam(build_encoder("resnet18", width=4, stem="cifar"), settings)
+    groups = method.param_groups()
+    assert [g["fixed_lr"] for g in groups] == [False, True]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in method.predictor.parameters()}
+    assert sum(len(g["params"]) for g in groups) == len(list(method.parameters()))
+    scheduled = SimSiam(
+        build_encoder("resnet18", width=4, stem="cifar"),
+        settings.model_copy(update={"predictor_lr": "schedule"}),
+    )
+    assert [g["fixed_lr"] for g in scheduled.param_groups()] == [False]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_simsiam_pretrain_decays_all_but_the_predictor(tmp_path):
+    from ltsweep.data.digits import load_digits_dataset
+    from ltsweep.data.imbalance import long_tail_indices
+    from ltsweep.models.resnet import build_encoder
+    from ltsweep.sweep.ssl_settings import SimSiamSettings
+    from ltsweep.train.selfsup.loop import CHECKPOINT, Batches, pretrain
+    from ltsweep.train.selfsup.simsiam import SimSiam
+
+    ds = load_digits_dataset(image_size=8)
+    index = long_tail_indices(ds.train.labels, ds.num_classes, gamma=1.0, seed=0)[:128]
+    data = Batches(ds.train, index, ds.test, ds.num_classes, ds.mean, ds.std)
+    settings = SimSiamSettings(
+        proj_hidden=8, proj_dim=8, pred_hidden=4, batch_size=64, epochs=3, warmup_epochs=1,
+        knn_every=3, checkpoint_every=1,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    method = SimSiam(build_encoder("resnet18", 4, "cifar"), settings)
+    state = pretrain(method, data, settings, torch.device("cpu"), tmp_path, seed=0, amp=False)
+    blob = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    lrs = [g["lr"] for g in blob["optimizer"]["param_groups"]]
+    assert lrs[1] == settings.lr()  # the predictor: the base rate, after warm-up and decay
+    assert lrs[0] == pytest.approx(state.lr) and lrs[0] < settings.lr()

@@ -103,7 +103,9 @@ def _sweep(**baselines):
 
 
 def test_plan_baselines_keys():
-    sweep = _sweep(methods=["ce", "la+sl", "elr", "dividemix"], epochs=5)
+    sweep = _sweep(
+        methods=["ce", "la+sl", "elr", "dividemix"], epochs=5, dividemix={"schedule": "shared"}
+    )
     units = plan_baselines(sweep)
     assert len(units) == 4 * 2 * 2 * 2 and len({u.key for u in units}) == len(units)
     assert {u.stage for u in units} == {"baseline"} and {u.epochs for u in units} == {5}

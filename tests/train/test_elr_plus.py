@@ -201,3 +201,57 @@ def test_elr_plus_unit_runs_and_writes_its_row(tmp_path):
     assert row["method"] == "elr+" and row["loss"] == "elr+" and 0 <= row["acc"] <= 1
     assert (ctx.cache_dir / "baseline" / unit.key / "last.pt").is_file()
     assert list(load_results(ctx.run_dir)["method"]) == ["elr+"]
+
+
+def _sweep_cells():
+    """(data set, gamma, epochs, batch) of every ELR+ cell of the paper's sweep files."""
+    from ltsweep.sweep.schema import load_sweep
+    from tests.helpers import REPO
+
+    for name in ("cifar10", "cifar100"):
+        sweep = load_sweep(REPO / "sweeps" / f"{name}.yaml")
+        if "elr+" not in sweep.baselines.methods:
+            continue
+        for gamma in sweep.grid.gamma:
+            yield sweep, gamma
+
+
+@pytest.mark.parametrize(
+    "dataset,gamma", [("cifar10", 1), ("cifar10", 50), ("cifar10", 100), ("cifar100", 10)]
+)
+def test_ema_momentum_reaches_0997_by_the_last_epoch(dataset, gamma):
+    """The reference's 40,000-step ramps end at epoch 102.3 of its 391 batches per epoch; on
+    a long-tailed subset they are stretched to end at that epoch too, not cut short."""
+    from ltsweep.data.imbalance import long_tail_counts
+    from ltsweep.train.baselines.common import batch_bounds
+    from ltsweep.train.baselines.elr_plus import ramp_length
+
+    n_max, classes = {"cifar10": (5000, 10), "cifar100": (500, 100)}[dataset]
+    n = sum(long_tail_counts(n_max, classes, gamma))
+    steps = len(batch_bounds(n, 128))
+    p = ELRPlusParams(**BaselineSettings().elr_plus.resolved(dataset).model_dump())
+    last = 200 * steps
+    assert ema_momentum(last, p, steps) == pytest.approx(0.997)
+    # the ramp ends at the reference's epoch, whatever the subset's size
+    assert ramp_length(p.ema_rampup_steps, p, steps) / steps == pytest.approx(40000 / 391)
+    if dataset == "cifar10" and gamma == 100:  # n 12,406: 97 batches; unstretched: 0.265
+        assert (n, steps) == (12406, 97)
+        assert ema_momentum(last, p) == pytest.approx(0.265, abs=1e-3)
+    if p.coef_rampup_steps:  # CIFAR-100: the regulariser's weight reaches lambda too
+        assert sigmoid_rampup(last, ramp_length(p.coef_rampup_steps, p, steps)) == 1.0
+
+
+def test_every_elr_plus_cell_of_the_paper_sweeps_ends_at_full_momentum():
+    from ltsweep.data.imbalance import long_tail_counts
+    from ltsweep.train.baselines.common import batch_bounds
+
+    cells = list(_sweep_cells())
+    assert {(s.data.dataset, g) for s, g in cells} >= {("cifar10", 100), ("cifar100", 10)}
+    for sweep, gamma in cells:
+        bs = sweep.baselines
+        dataset = sweep.data.dataset
+        n_max, classes = {"cifar10": (5000, 10), "cifar100": (500, 100)}[dataset]
+        steps = len(batch_bounds(sum(long_tail_counts(n_max, classes, gamma)), bs.batch_size))
+        p = ELRPlusParams(**bs.elr_plus.resolved(dataset).model_dump())
+        epochs = bs.budget("elr+")["epochs"]
+        assert ema_momentum(epochs * steps, p, steps) == pytest.approx(0.997), (dataset, gamma)

@@ -243,6 +243,7 @@ def test_symmetric_keys_are_what_they_were():
             "seed": b.seed,
             # what the worker runs with travels in settings but is not hashed
             "settings": {k: v for k, v in b.settings.items() if k != "execution"},
+            "device": "cuda",  # the default resources give baselines a GPU
         }
         assert b.label_file is None and b.key == content_key("baseline", fields)
 

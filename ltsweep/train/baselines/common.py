@@ -11,6 +11,7 @@ loop's are; on the CPU a resumed run ends bit-identical to one never interrupted
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -24,10 +25,14 @@ from torch import nn
 
 from ltsweep.augment import Normalize
 from ltsweep.data.base import ImageSet
-from ltsweep.device import Speed, legacy_speed, to_device
+from ltsweep.device import Speed, legacy_speed
 from ltsweep.models.resnet import build_encoder
 from ltsweep.store.cache import load_checkpoint as load_cache_checkpoint
 from ltsweep.store.cache import save_checkpoint as save_cache_checkpoint
+from ltsweep.train.batches import TrainImages
+from ltsweep.train.resume import Restorer, rng_state
+
+log = logging.getLogger("ltsweep.baseline")
 
 CHECKPOINT = "last.pt"
 
@@ -163,7 +168,11 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 class Views:
-    """Reads training images by subset position and turns them into normalised (augmented) inputs."""
+    """Reads training images by subset position and turns them into normalised (augmented) inputs.
+
+    The subset's images stay on the GPU for the unit's life when they fit (`TrainImages`): a
+    step then gathers its batch there from positions already on the device, copying nothing.
+    """
 
     def __init__(
         self,
@@ -176,10 +185,19 @@ class Views:
         self.train, self.budget, self.device, self.gen = train, budget, device, aug_gen
         self.speed = speed or legacy_speed(device, True)
         self.normalize = Normalize(train.mean, train.std, device)
+        self.images = TrainImages(train.pool, train.index, device)
 
-    def raw(self, positions: np.ndarray) -> torch.Tensor:
-        x = to_device(self.train.pool.images(self.train.index[positions]), self.device)
-        return x.float().div_(255)
+    def raw(
+        self,
+        positions: np.ndarray | torch.Tensor,
+        on_device: torch.Tensor | None = None,
+        then: np.ndarray | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The images at subset `positions` (host), as floats in [0, 1] on the device;
+        `on_device`: the same positions already on the device, which images kept there use;
+        `then`: the next step's (host) positions, read ahead where images are decoded."""
+        use = on_device if on_device is not None and self.images.resident else positions
+        return self.images.batch(use, then).float().div_(255)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         out = self.normalize(crop_flip(x, self.budget.crop_padding, self.budget.flip_p, self.gen))
@@ -189,17 +207,10 @@ class Views:
         return self.normalize(self.raw(positions))
 
 
-def rng_state() -> dict[str, Any]:
-    return {
-        "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def restore_rng(blob: dict[str, Any]) -> None:
-    torch.set_rng_state(blob["rng_cpu"])
-    if blob["rng_cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(blob["rng_cuda"])
+def restore_rng(blob: dict[str, Any], restore: Restorer | None = None) -> None:
+    """The torch RNG states of `blob`; CUDA ones saved for another GPU count are re-seeded
+    (`ltsweep.train.resume`), noted in `restore` for its one log line."""
+    (restore or Restorer(0, int(blob.get("epoch", 0)))).global_rng(blob)
 
 
 def save_checkpoint(path: Path, blob: dict[str, Any]) -> None:
@@ -207,15 +218,23 @@ def save_checkpoint(path: Path, blob: dict[str, Any]) -> None:
     save_cache_checkpoint(path, blob | rng_state())  # keeps the previous one as prev.pt
 
 
-def load_checkpoint(path: Path, accept: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+def load_checkpoint(
+    path: Path,
+    accept: Callable[[dict[str, Any]], Any] | None = None,
+    restorer: Callable[[dict[str, Any]], Restorer] | None = None,
+) -> Any:
     """The newest intact checkpoint (`path`, else the `prev.pt` beside it), or None if there is
     none: a damaged file, or one `accept` (which applies it) rejects by raising, is moved
     aside and training falls back to the one before. With `accept`, returns what it returned;
-    the RNG states are restored only from the checkpoint that was accepted."""
+    the RNG states are restored only from the checkpoint that was accepted. A checkpoint
+    written on another device type or GPU count is not damaged: `restorer(blob)` (the one
+    `accept` restored the generators with, for the unit's seed) re-seeds what does not fit."""
 
     def apply(blob: dict[str, Any]) -> Any:
+        restore = restorer(blob) if restorer else Restorer(0, int(blob.get("epoch", 0)))
         out = blob if accept is None else accept(blob)
-        restore_rng(blob)
+        restore_rng(blob, restore)
+        restore.report(log, path)
         return out
 
     return load_cache_checkpoint(path, accept=apply)

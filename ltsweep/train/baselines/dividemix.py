@@ -14,6 +14,8 @@ Two networks. Warm-up: each trained with CE on the noisy labels. Then every epoc
    `linear_rampup(epoch + batch_idx / num_iter, warm_up)`), plus the uniform-prior penalty
    sum(prior * log(prior / mean prediction)).
 Test prediction: the sum of both nets' logits (the reference's `outputs1 + outputs2`).
+Learning rate: the reference's step, lr / 10 from `lr_decay_epoch` (150 of its 300 epochs),
+or the shared schedule when that is None.
 
 Where the reference is silent or hard-codes things, see `train_dividemix`'s docstring.
 Every per-sample buffer is sized to the training subset (the reference's is 50,000).
@@ -32,7 +34,7 @@ import torch.nn.functional as F
 from ltsweep.augment import Normalize
 from ltsweep.data.base import ImageSet
 from ltsweep.device import autocast
-from ltsweep.train.baselines.common import Outcome
+from ltsweep.train.baselines.common import Budget, Outcome
 from ltsweep.train.baselines.loop import Method, Training, cross_entropy, fit, supervised_epoch
 from ltsweep.train.inference import forward_eval
 
@@ -55,6 +57,8 @@ class DivideMixParams:
     gmm_max_iter: int = 10
     gmm_tol: float = 1e-2
     gmm_reg_covar: float = 5e-4
+    #: Train_cifar.py's schedule: lr / 10 from this epoch; None: the shared budget's schedule
+    lr_decay_epoch: int | None = None
 
 
 # --- the pieces, each testable by hand ---------------------------------------------------
@@ -190,8 +194,12 @@ def mixmatch_epoch(
     unl_order = unlabelled[torch.randperm(len(unlabelled), generator=order_gen)]
     u_ptr = 0
     num_iter = len(labelled) // mb + 1
-    total, steps = torch.zeros((), device=device), 0
-    for b, s in enumerate(range(0, len(labelled), mb)):
+    # The epoch's plan: each step's labelled and unlabelled positions (order_gen) and mixup
+    # draws (mix_gen), drawn in the order the steps use them. The positions and permutations
+    # reach the device in one copy per epoch, the clean probabilities in another: a step
+    # copies its images at most, labelled and unlabelled in one batch.
+    plan: list[tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]] = []
+    for s in range(0, len(labelled), mb):
         pos_x = lab_order[s : s + mb]
         if len(unlabelled):
             if u_ptr >= len(unlabelled):  # the reference restarts the exhausted unlabelled loader
@@ -201,12 +209,25 @@ def mixmatch_epoch(
             u_ptr += mb
         else:
             pos_u = unlabelled[:0]
+        lam = mix_lambda(params.alpha, mix_gen)
+        perm = torch.randperm(2 * (len(pos_x) + len(pos_u)), generator=mix_gen)
+        plan.append((pos_x, pos_u, lam, perm))
+    if not plan:
+        return 0.0
+    pieces = [p for pos_x, pos_u, _, perm in plan for p in (torch.cat([pos_x, pos_u]), perm)]
+    on_device = torch.cat(pieces).to(device).split([len(p) for p in pieces])
+    w_all = prob.to(device, torch.float32)
+    total, steps = torch.zeros((), device=device), 0
+    for b, (pos_x, pos_u, lam, _) in enumerate(plan):
         bx, bu = len(pos_x), len(pos_u)
-        raw_x, raw_u = views.raw(pos_x.numpy()), views.raw(pos_u.numpy())
+        pos_dev, perm = on_device[2 * b], on_device[2 * b + 1]
+        then = torch.cat(plan[b + 1][:2]) if b + 1 < len(plan) else None
+        raw = views.raw(torch.cat([pos_x, pos_u]), pos_dev, then)
+        raw_x, raw_u = raw[:bx], raw[bx:]
         x1, x2 = views.augment(raw_x), views.augment(raw_x)
         u1, u2 = views.augment(raw_u), views.augment(raw_u)
-        onehot = F.one_hot(labels[pos_x.to(device)], num_classes).float()
-        w = prob[pos_x].to(device, torch.float32).view(-1, 1)
+        onehot = F.one_hot(labels[pos_dev[:bx]], num_classes).float()
+        w = w_all[pos_dev[:bx]].view(-1, 1)
 
         with torch.no_grad(), autocast(device, amp):
             if bu:
@@ -224,10 +245,8 @@ def mixmatch_epoch(
                 params.T,
             )
 
-        lam = mix_lambda(params.alpha, mix_gen)
         all_inputs = torch.cat([x1, x2, u1, u2])
         all_targets = torch.cat([targets_x, targets_x, targets_u, targets_u])
-        perm = torch.randperm(len(all_inputs), generator=mix_gen).to(device)
         mixed_input, mixed_target = mixmatch(all_inputs, all_targets, lam, perm)
         with autocast(device, amp):
             logits = net(mixed_input).float()
@@ -240,9 +259,7 @@ def mixmatch_epoch(
         loss = lx + weight * lu
         if params.prior_penalty:
             loss = loss + prior_penalty(logits)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        t.step(opt, loss)  # through the loss scaler (fp16)
         total += loss.detach()
         steps += 1
     return float(total) / max(1, steps)
@@ -270,6 +287,11 @@ class DivideMix(Method):
         n = len(t.train)
         self.loss_hist = torch.zeros(2, 0, n)
         self.prob = torch.zeros(2, n, dtype=torch.float64)
+
+    def epoch_lr(self, budget: Budget, epoch: int) -> float:
+        if self.params.lr_decay_epoch is None:
+            return super().epoch_lr(budget, epoch)
+        return budget.lr * (0.1 if epoch >= self.params.lr_decay_epoch else 1.0)
 
     def train_epoch(self, t: Training, epoch: int) -> float:
         if epoch < self.params.warmup_epochs:

@@ -15,6 +15,10 @@ net 2, each with its own data order. Per batch of net i:
    branch) the CE's label is the mixed label times q, renormalised;
 4. after the SGD step, net i's EMA: w_ema <- a w_ema + (1 - a) w, a = sigmoid_rampup(step + 1,
    ema_rampup_steps) * ema_alpha (or min(1 - 1 / (step + 1), ema_alpha) with no ramp-up).
+Both ramps (ema_step, coef_step: 40,000 steps) are the reference's, tuned for its 391 batches
+per epoch: each is stretched to the subset's batches per epoch (`ramp_length`), so it ends
+at the reference's epoch 102.3 and the EMA momentum is 0.997 by the last epoch on every
+long-tailed subset (counted in raw steps, CIFAR-10 gamma 100 would end at 0.27).
 The step counter is the same for both networks (the reference's `global_step + local_step`):
 epoch * batches per epoch + batch + 1. Test prediction: the mean of both networks' logits
 (the reference's single-GPU `_test_epoch`, `0.5 * (output1 + output2)`).
@@ -59,6 +63,7 @@ class ELRPlusParams:
     coef_rampup_steps: int = 0
     label_times_target: bool = False
     lr_decay_at: float | None = 0.75
+    ramp_steps_per_epoch: int = 391  # the reference's batches per epoch (50,000 / 128)
 
 
 # --- the pieces, each testable by hand ---------------------------------------------------
@@ -72,10 +77,21 @@ def sigmoid_rampup(current: float, length: float) -> float:
     return float(math.exp(-5.0 * phase * phase))
 
 
-def ema_momentum(step: int, params: ELRPlusParams) -> float:
-    """The reference's `update_ema_variables` momentum after optimiser step `step` (1-based)."""
+def ramp_length(reference_steps: int, params: ELRPlusParams, steps_per_epoch: int | None) -> float:
+    """A ramp of `reference_steps` of the reference's steps in this subset's steps: it ends at
+    the same epoch (40,000 / 391 = 102.3) however many batches a long-tailed subset has.
+    `steps_per_epoch` None: the reference's own (no stretch)."""
+    if steps_per_epoch is None:
+        return float(reference_steps)
+    return reference_steps * steps_per_epoch / params.ramp_steps_per_epoch
+
+
+def ema_momentum(step: int, params: ELRPlusParams, steps_per_epoch: int | None = None) -> float:
+    """The reference's `update_ema_variables` momentum after optimiser step `step` (1-based),
+    its ramp stretched to `steps_per_epoch` (see `ramp_length`)."""
     if params.ema_rampup_steps > 0:
-        return sigmoid_rampup(step + 1, params.ema_rampup_steps) * params.ema_alpha
+        length = ramp_length(params.ema_rampup_steps, params, steps_per_epoch)
+        return sigmoid_rampup(step + 1, length) * params.ema_alpha
     return min(1 - 1 / (step + 1), params.ema_alpha)
 
 
@@ -170,18 +186,26 @@ class ELRPlus(Method):
         n = len(t.train)
         bounds = batch_bounds(n, t.budget.batch_size)
         perm = torch.randperm(n, generator=t.gens["order_gen"])
+        # the epoch's mixup draws, in the order its steps use them, so that the order and the
+        # mixes reach the device in one copy per epoch (a step copies its images at most)
+        lams, mixes = [], []
+        for s, e in bounds:
+            if params.mixup_alpha > 0:
+                lams.append(mix_lambda(params.mixup_alpha, mix_gen))
+                mixes.append(torch.randperm(e - s, generator=mix_gen))
+            else:
+                lams.append(1.0)
+                mixes.append(torch.arange(e - s))
+        on_device = torch.cat([perm, *mixes]).to(device)
+        perm_dev = on_device[:n]
+        mixes_dev = on_device[n:].split([e - s for s, e in bounds])
         total = torch.zeros((), device=device)
         for b, (s, e) in enumerate(bounds):
             step = epoch * len(bounds) + b + 1
-            pos = perm[s:e]
-            pos_dev = pos.to(device)
-            x = t.views.augment(t.views.raw(pos.numpy()))
+            pos_dev, lam, mix = perm_dev[s:e], lams[b], mixes_dev[b]
+            then = perm[slice(*bounds[b + 1])] if b + 1 < len(bounds) else None
+            x = t.views.augment(t.views.raw(perm[s:e], pos_dev, then))
             onehot = F.one_hot(t.labels[pos_dev], t.train.num_classes).float()
-            if params.mixup_alpha > 0:
-                lam = mix_lambda(params.mixup_alpha, mix_gen)
-                mix = torch.randperm(len(pos), generator=mix_gen).to(device)
-            else:
-                lam, mix = 1.0, torch.arange(len(pos), device=device)
             mixed_x, mixed_y = mixmatch(x, onehot, lam, mix)
             with torch.no_grad(), autocast(device, amp):
                 teacher_logits = teacher(x).float()
@@ -190,12 +214,11 @@ class ELRPlus(Method):
             q = lam * rows + (1 - lam) * rows[mix]
             with autocast(device, amp):
                 logits = net(mixed_x).float()
-            weight = sigmoid_rampup(step, params.coef_rampup_steps) * params.lam
+            coef_ramp = ramp_length(params.coef_rampup_steps, params, len(bounds))
+            weight = sigmoid_rampup(step, coef_ramp) * params.lam
             loss = elr_plus_loss(logits, mixed_y, q, weight, params.label_times_target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            ema_update(ema, net, ema_momentum(step, params))
+            t.step(opt, loss)  # through the loss scaler (fp16)
+            ema_update(ema, net, ema_momentum(step, params, len(bounds)))
             total += loss.detach()
         return float(total) / len(bounds)
 

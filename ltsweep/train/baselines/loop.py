@@ -10,7 +10,9 @@ are the one parameter set of every baseline trainer (`train_supervised`, `train_
 
 A checkpoint holds the networks and optimisers, the generators, the epoch, the loss history,
 the torch RNG states and the method's own state (ELR's targets, DivideMix's division); on
-the CPU a resumed run ends bit-identical to one never interrupted.
+the CPU a resumed run ends bit-identical to one never interrupted. One written on another
+device type or GPU count resumes too, re-seeding the random state that cannot be carried
+over (`ltsweep.train.resume`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,7 @@ from ltsweep.train.baselines.common import (
     set_lr,
 )
 from ltsweep.train.inference import forward_eval
+from ltsweep.train.resume import Restorer
 
 #: loss(logits (B, C) float32, positions (B,) long on the device) -> scalar
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -66,6 +69,20 @@ class Training:
     device: torch.device
     amp: Speed  # the step's precision and memory format (named for the older `amp` flag)
     seed: int
+    #: every network's loss scaler (fp16; a pass-through otherwise), checkpointed with them
+    scaler: torch.amp.GradScaler = field(
+        default_factory=lambda: torch.amp.GradScaler("cpu", enabled=False)
+    )
+
+    def step(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """Backward of `loss` and a step of `opt` through the loss scaler: fp16's small
+        gradients are scaled up for the backward and back down before the step (a step with
+        an inf/NaN gradient is skipped and the scale lowered). Clip gradients only after
+        `self.scaler.unscale_(opt)`."""
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(opt)
+        self.scaler.update()
 
     @functools.cached_property
     def labels(self) -> torch.Tensor:
@@ -117,22 +134,22 @@ def supervised_epoch(
 ) -> float:
     """One epoch of plain minibatch SGD of `net` on augmented views; the mean batch loss.
 
-    The batch order is a fresh permutation of the subset from the loop's order generator.
+    The batch order is a fresh permutation of the subset from the loop's order generator,
+    copied to the device once per epoch: a step copies its images at most.
     """
     net.train()
     n = len(t.train)
     bounds = batch_bounds(n, t.budget.batch_size)
     perm = torch.randperm(n, generator=t.gens["order_gen"])
+    perm_dev = perm.to(t.device)
     total = torch.zeros((), device=t.device)
-    for s, e in bounds:
-        pos = perm[s:e]
-        x = t.views.augment(t.views.raw(pos.numpy()))
+    for b, (s, e) in enumerate(bounds):
+        then = perm[slice(*bounds[b + 1])] if b + 1 < len(bounds) else None
+        x = t.views.augment(t.views.raw(perm[s:e], perm_dev[s:e], then))
         with autocast(t.device, t.amp):
             logits = net(x).float()
-        loss = loss_fn(logits, pos.to(t.device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = loss_fn(logits, perm_dev[s:e])
+        t.step(opt, loss)
         total += loss.detach()
     return float(total) / len(bounds)
 
@@ -145,12 +162,13 @@ def cross_entropy(t: Training) -> LossFn:
 
 def _networks_blob(t: Training) -> dict[str, Any]:
     # the layouts checkpoints in existing caches have: one network, or a list of them
+    scaler = {"scaler": t.scaler.state_dict()}  # {} unless fp16
     if len(t.nets) == 1:
-        return {"model": t.nets[0].state_dict(), "optimizer": t.opts[0].state_dict()}
+        return {"model": t.nets[0].state_dict(), "optimizer": t.opts[0].state_dict()} | scaler
     return {
         "models": [net.state_dict() for net in t.nets],
         "optimizers": [opt.state_dict() for opt in t.opts],
-    }
+    } | scaler
 
 
 def _load_networks(t: Training, blob: dict[str, Any]) -> None:
@@ -159,6 +177,8 @@ def _load_networks(t: Training, blob: dict[str, Any]) -> None:
     for net, opt, m, o in zip(t.nets, t.opts, models, optims, strict=True):
         net.load_state_dict(m)
         opt.load_state_dict(o)
+    if blob.get("scaler"):  # none in checkpoints before fp16 existed
+        t.scaler.load_state_dict(blob["scaler"])
 
 
 def fit(
@@ -183,6 +203,7 @@ def fit(
     channels-last on CUDA only).
     """
     speed = amp if isinstance(amp, Speed) else legacy_speed(device, amp)
+    speed.check_device(device)
     nets = build_networks(backbone, train.num_classes, seed, method.networks, device, speed)
     gens = {
         "order_gen": torch.Generator().manual_seed(seed),
@@ -192,18 +213,26 @@ def fit(
     views = Views(train, budget, device, gens["aug_gen"], speed)
     opts = [make_optimizer(net, budget) for net in nets]
     t = Training(train, nets, opts, views, gens, budget, device, speed, seed)
+    t.scaler = speed.grad_scaler(device)
     method.start(t)
     ckpt = Path(checkpoint_dir) / CHECKPOINT
 
+    restorers: list[Restorer] = []
+
+    def restorer(blob: dict[str, Any]) -> Restorer:
+        restorers.append(Restorer(seed, int(blob["epoch"])))
+        return restorers[-1]
+
     def resume(blob: dict[str, Any]) -> tuple[int, float, list[float]]:
         _load_networks(t, blob)
-        for name, gen in gens.items():
-            gen.set_state(blob[name])
+        for stream, (name, gen) in enumerate(gens.items(), start=1):
+            # a generator saved on another device type (aug_gen) is re-seeded, not damage
+            restorers[-1].generator(name, gen, blob[name], stream)
         method.load_state(blob)
         return int(blob["epoch"]), float(blob["seconds"]), [float(x) for x in blob["history"]]
 
     had_checkpoint = ckpt.exists() or ckpt.with_name("prev.pt").exists()
-    resumed = load_checkpoint(ckpt, accept=resume)
+    resumed = load_checkpoint(ckpt, accept=resume, restorer=restorer)
     if resumed is None and had_checkpoint:
         # every checkpoint was set aside, perhaps after being partly applied: start afresh
         return fit(

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ltsweep.losses import label_prior, superloss
+from ltsweep.losses import LOSSES, label_prior, superloss
 from ltsweep.train.baselines.common import Outcome
 from ltsweep.train.baselines.loop import LossFn, Method, Training, fit, supervised_epoch
 
@@ -34,11 +34,11 @@ class LossParams:
 
     @property
     def uses_la(self) -> bool:
-        return self.loss.startswith("la")
+        return LOSSES[self.loss].logit_adjust
 
     @property
     def uses_sl(self) -> bool:
-        return self.loss in ("sl", "la+sl", "ce+sl")
+        return LOSSES[self.loss].superloss
 
 
 def supervised_loss(

@@ -9,11 +9,19 @@ lambda_offdiag = 0.005.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
 from ltsweep.models.heads import mlp
-from ltsweep.sweep.ssl_settings import BarlowTwinsSettings
-from ltsweep.train.selfsup.base import SSLMethod
+from ltsweep.train.selfsup.base import PretrainSettings, SSLMethod
+
+
+class BarlowTwinsHyper(PretrainSettings, Protocol):
+    """The fields of its heads and loss (`ltsweep.sweep.ssl_settings.BarlowTwinsSettings` has them)."""
+
+    proj_layers: int
+    lambda_offdiag: float
 
 
 def standardise(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -43,7 +51,7 @@ def barlow_loss(z1: torch.Tensor, z2: torch.Tensor, lambda_offdiag: float) -> to
 
 
 class BarlowTwins(SSLMethod):
-    def __init__(self, encoder: torch.nn.Module, settings: BarlowTwinsSettings) -> None:
+    def __init__(self, encoder: torch.nn.Module, settings: BarlowTwinsHyper) -> None:
         super().__init__(encoder, settings)
         d = encoder.feat_dim
         hidden = [settings.proj_hidden] * (settings.proj_layers - 1)

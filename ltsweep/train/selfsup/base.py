@@ -8,12 +8,46 @@ monitor) is the shared loop in `ltsweep.train.selfsup.loop`, so a method file st
 from __future__ import annotations
 
 import importlib
+from typing import Protocol
 
 import torch
 from torch import nn
 
+from ltsweep.augment import ViewRecipe
 from ltsweep.models.heads import first_block_state
-from ltsweep.sweep.ssl_settings import SSLSettings
+
+
+class FinetuneHead(Protocol):
+    head: str  # "mlp": the feature file keeps the projection head's first block
+
+
+class PretrainSettings(Protocol):
+    """What the shared loop and the feature files read of a method's settings.
+
+    Structural, so that the trainers import nothing of `ltsweep.sweep`: the sweep file's
+    `ltsweep.sweep.ssl_settings.SSLSettings` (and every method's subclass) satisfies it, and so
+    does any object with these fields. A method file states the fields of its own heads the same
+    way (e.g. `SimSiamHyper`).
+    """
+
+    optimizer: str  # "sgd" | "adam"
+    momentum: float
+    weight_decay: float
+    epochs: int
+    batch_size: int
+    warmup_epochs: int
+    schedule: str  # "cosine" | "constant"
+    checkpoint_every: int
+    knn_every: int
+    knn_k: int
+    knn_temperature: float
+    proj_hidden: int
+    proj_dim: int
+    augment: ViewRecipe  # the two views' recipe (`ltsweep.augment.two_views`)
+    finetune: FinetuneHead
+
+    def lr(self) -> float: ...
+
 
 #: method name -> "module:Class", imported on first use
 REGISTRY = {
@@ -29,13 +63,18 @@ class SSLMethod(nn.Module):
 
     projector: nn.Sequential
 
-    def __init__(self, encoder: nn.Module, settings: SSLSettings) -> None:
+    def __init__(self, encoder: nn.Module, settings: PretrainSettings) -> None:
         super().__init__()
         self.encoder = encoder
         self.settings = settings
 
     def loss(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def param_groups(self) -> list[dict]:
+        """The optimiser's parameter groups; a group with `fixed_lr` keeps the base learning
+        rate while the loop schedules the others."""
+        return [{"params": list(self.parameters()), "fixed_lr": False}]
 
     def after_step(self, progress: float) -> None:
         """Called after each optimiser step with progress in [0, 1] (BYOL's EMA uses it)."""
@@ -52,7 +91,7 @@ class SSLMethod(nn.Module):
         return first_block_state(self.projector)
 
 
-def build_method(name: str, encoder: nn.Module, settings: SSLSettings) -> SSLMethod:
+def build_method(name: str, encoder: nn.Module, settings: PretrainSettings) -> SSLMethod:
     if name not in REGISTRY:
         raise ValueError(f"unknown SSL method {name!r} (expected one of {', '.join(REGISTRY)})")
     module, cls = REGISTRY[name].split(":")

@@ -20,14 +20,21 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ltsweep.models.heads import mlp
-from ltsweep.sweep.ssl_settings import BYOLSettings
-from ltsweep.train.selfsup.base import SSLMethod
+from ltsweep.train.selfsup.base import PretrainSettings, SSLMethod
+
+
+class BYOLHyper(PretrainSettings, Protocol):
+    """The fields of its heads and loss (`ltsweep.sweep.ssl_settings.BYOLSettings` has them)."""
+
+    pred_hidden: int
+    ema_start: float
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -52,7 +59,7 @@ def ema_update(target: nn.Module, online: nn.Module, tau: float) -> None:
 
 
 class BYOL(SSLMethod):
-    def __init__(self, encoder: torch.nn.Module, settings: BYOLSettings) -> None:
+    def __init__(self, encoder: torch.nn.Module, settings: BYOLHyper) -> None:
         super().__init__(encoder, settings)
         d = encoder.feat_dim
         self.projector = mlp([d, settings.proj_hidden, settings.proj_dim])

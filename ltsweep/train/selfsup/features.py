@@ -17,9 +17,8 @@ from ltsweep.augment import Normalize
 from ltsweep.data.base import Dataset
 from ltsweep.device import Speed
 from ltsweep.knn import knn_accuracy
-from ltsweep.sweep.ssl_settings import SSLSettings
 from ltsweep.train.inference import forward_eval
-from ltsweep.train.selfsup.base import SSLMethod
+from ltsweep.train.selfsup.base import PretrainSettings, SSLMethod
 from ltsweep.train.selfsup.loop import load_snapshot
 
 
@@ -29,7 +28,7 @@ def snapshot_features(
     epoch: int,
     data: Dataset,
     index: np.ndarray,
-    settings: SSLSettings,
+    settings: PretrainSettings,
     device: torch.device,
     speed: Speed | bool,
     dtype: str,

@@ -5,10 +5,12 @@ resuming needs only the step. A checkpoint holds the model, the optimiser, the m
 extra state (BYOL's target), the torch CPU / CUDA RNG states, the data-order and the
 augmentation generators, the epoch and the monitor history; it is written atomically, so a
 killed run resumes from the last whole checkpoint and, on the CPU, ends bit-identical to a
-run that was never killed. A damaged `last.pt` falls back to `prev.pt`, then to a fresh start;
-a kept epoch's encoder snapshot that is missing or damaged (each has its SHA-256 beside it) is
-set aside and made again: from the checkpoint if it holds that very epoch, else by training
-again from the start (the same seed gives the same encoder).
+run that was never killed. A checkpoint written on another device type or GPU count is not
+damaged: it resumes, and what random state cannot be carried over is re-seeded from the seed
+and the epoch, with one log line (`ltsweep.train.resume`). A damaged `last.pt` falls back to
+`prev.pt`, then to a fresh start; a kept epoch's encoder snapshot that is missing or damaged
+(each has its SHA-256 beside it) is set aside and made again: from the checkpoint if it holds
+that very epoch, else by training again from the start (the same seed gives the same encoder).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 
 from ltsweep.augment import Normalize, two_views
 from ltsweep.data.base import ImageSet
-from ltsweep.device import Speed, autocast, legacy_speed, to_device
+from ltsweep.device import Speed, autocast, legacy_speed
 from ltsweep.knn import knn_accuracy
 from ltsweep.store.cache import (
     load_checkpoint,
@@ -36,9 +38,10 @@ from ltsweep.store.cache import (
     set_aside,
     verified_ok,
 )
-from ltsweep.sweep.ssl_settings import SSLSettings
+from ltsweep.train.batches import TrainImages
 from ltsweep.train.inference import forward_eval
-from ltsweep.train.selfsup.base import SSLMethod
+from ltsweep.train.resume import Restorer, rng_state
+from ltsweep.train.selfsup.base import PretrainSettings, SSLMethod
 
 CHECKPOINT = "last.pt"
 #: the parts of the method kept at every checkpoint and kept epoch (fine-tunes start from them)
@@ -58,7 +61,7 @@ def learning_rate(
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def make_optimizer(params, settings: SSLSettings) -> torch.optim.Optimizer:
+def make_optimizer(params, settings: PretrainSettings) -> torch.optim.Optimizer:
     if settings.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=settings.lr(), momentum=settings.momentum, weight_decay=settings.weight_decay
@@ -87,6 +90,7 @@ class PretrainState:
     knn_history: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
     lr: float = 0.0  # the last step's learning rate (for the curve; not checkpointed)
+    scaler: dict = field(default_factory=dict)  # the fp16 loss scaler's state ({}: none)
 
 
 def monitor(
@@ -94,7 +98,7 @@ def monitor(
     data: Batches,
     normalize: Normalize,
     device: torch.device,
-    settings: SSLSettings,
+    settings: PretrainSettings,
     amp: Speed | bool,
 ) -> float:
     """kNN accuracy of the encoder's features; `amp`: a `Speed`, or the older flag."""
@@ -126,14 +130,14 @@ def _save(
     blob = {
         "model": method.state_dict(),
         "optimizer": opt.state_dict(),
+        "scaler": state.scaler,
         "extra": method.extra_state(),
         "epoch": state.epoch,
         "step": state.step,
         "loss_history": state.loss_history,
         "knn_history": [list(x) for x in state.knn_history],
         "seconds": state.seconds,
-        "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        **rng_state(),  # torch CPU and CUDA RNG states
         "order_gen": order_gen.get_state(),
         "aug_gen": aug_gen.get_state(),
     }
@@ -202,9 +206,13 @@ def _apply(
     opt: torch.optim.Optimizer,
     order_gen: torch.Generator,
     aug_gen: torch.Generator,
+    seed: int = 0,
+    where: object = "checkpoint",
 ) -> PretrainState:
     """Put a checkpoint's state into the model, optimiser and generators (raises if it does
-    not fit: `load_checkpoint` then sets the file aside and tries the one before)."""
+    not fit: `load_checkpoint` then sets the file aside and tries the one before). Random
+    state saved on another device type or GPU count fits nothing here: it is re-seeded from
+    `seed` and the epoch, and one log line says so (`ltsweep.train.resume`)."""
     method.load_state_dict(blob["model"])
     opt.load_state_dict(blob["optimizer"])
     if blob["extra"]:
@@ -215,12 +223,13 @@ def _apply(
         loss_history=[float(x) for x in blob["loss_history"]],
         knn_history=[(int(e), float(a)) for e, a in blob["knn_history"]],
         seconds=float(blob["seconds"]),
+        scaler=dict(blob.get("scaler") or {}),  # none in checkpoints before fp16 existed
     )
-    order_gen.set_state(blob["order_gen"])
-    aug_gen.set_state(blob["aug_gen"])
-    torch.set_rng_state(blob["rng_cpu"])
-    if blob["rng_cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(blob["rng_cuda"])
+    restore = Restorer(seed, state.epoch)
+    restore.generator("order_gen", order_gen, blob["order_gen"], stream=1)
+    restore.generator("aug_gen", aug_gen, blob["aug_gen"], stream=2)
+    restore.global_rng(blob)
+    restore.report(log, where)
     return state
 
 
@@ -231,11 +240,14 @@ def _resume(
     order_gen: torch.Generator,
     aug_gen: torch.Generator,
     keep_epochs: tuple[int, ...],
+    seed: int = 0,
 ) -> PretrainState:
     """Where training starts: the newest usable checkpoint whose kept snapshots are all intact,
     else epoch 0 with the state `pretrain` was called with."""
     fresh = _fresh_start(method, opt, (order_gen, aug_gen))
-    state = load_checkpoint(path, accept=lambda b: _apply(b, method, opt, order_gen, aug_gen))
+    state = load_checkpoint(
+        path, accept=lambda b: _apply(b, method, opt, order_gen, aug_gen, seed, path)
+    )
     if state is None:
         fresh()
         return PretrainState()
@@ -257,7 +269,7 @@ def _resume(
 def pretrain(
     method: SSLMethod,
     data: Batches,
-    settings: SSLSettings,
+    settings: PretrainSettings,
     device: torch.device,
     checkpoint_dir: Path,
     seed: int,
@@ -274,17 +286,21 @@ def pretrain(
     """
     if speed is None:
         speed = legacy_speed(device, amp)
+    speed.check_device(device)
     method.to(device)
     speed.model(method)
     loss_fn = speed.compiled(method.loss)
-    opt = make_optimizer(method.parameters(), settings)
+    opt = make_optimizer(method.param_groups(), settings)
     order_gen = torch.Generator().manual_seed(seed)
     aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
     normalize = Normalize(data.mean, data.std, device)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     ckpt = checkpoint_dir / CHECKPOINT
-    state = _resume(ckpt, method, opt, order_gen, aug_gen, keep_epochs)
+    state = _resume(ckpt, method, opt, order_gen, aug_gen, keep_epochs, seed)
 
+    # Clothing1M: views are cropped from a larger image than the test crop
+    read = getattr(data.train, "view_images", data.train.images)
+    images = TrainImages(data.train, data.index, device, read)  # CIFAR: kept on the GPU
     n = len(data.index)
     batch = min(settings.batch_size, n)
     steps_per_epoch = max(
@@ -292,22 +308,22 @@ def pretrain(
     )  # drop_last: BatchNorm and the SSL losses want full batches
     total = steps_per_epoch * settings.epochs
     warmup = steps_per_epoch * settings.warmup_epochs
-    scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 autocast needs no loss scaling
+    scaler = speed.grad_scaler(device)  # fp16 only: bf16 and fp32 need no loss scaling
+    if state.scaler:
+        scaler.load_state_dict(state.scaler)
     method.train()
     while state.epoch < settings.epochs:
         t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=order_gen).numpy()
+        order = images.order(torch.randperm(n, generator=order_gen))
         epoch_loss = torch.zeros((), device=device)
         for b in range(steps_per_epoch):
-            idx = data.index[perm[b * batch : (b + 1) * batch]]
-            # Clothing1M: views are cropped from a larger image than the test crop
-            source = getattr(data.train, "view_images", data.train.images)
-            x = to_device(source(idx), device)
+            then = order[(b + 1) * batch : (b + 2) * batch] if b + 1 < steps_per_epoch else None
+            x = images.batch(order[b * batch : (b + 1) * batch], then)  # one copy, or none
             v1, v2 = two_views(x, settings.augment, aug_gen, out_size=data.image_size)
             v1, v2 = speed.input(normalize(v1)), speed.input(normalize(v2))
             lr = learning_rate(state.step, total, warmup, settings.lr(), settings.schedule)
-            for g in opt.param_groups:
-                g["lr"] = lr
+            for g in opt.param_groups:  # a fixed_lr group (SimSiam's predictor) stays put
+                g["lr"] = settings.lr() if g.get("fixed_lr") else lr
             state.lr = lr
             with autocast(device, speed):
                 loss = loss_fn(v1, v2)
@@ -336,6 +352,7 @@ def pretrain(
         if is_checkpoint or state.epoch in keep_epochs:
             save_snapshot(checkpoint_dir, method, state.epoch)
         if is_checkpoint:
+            state.scaler = scaler.state_dict()
             _save(ckpt, method, opt, state, order_gen, aug_gen)
         if on_epoch is not None:
             on_epoch(state)

@@ -8,12 +8,19 @@ views its negatives.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 
 from ltsweep.models.heads import mlp
-from ltsweep.sweep.ssl_settings import SimCLRSettings
-from ltsweep.train.selfsup.base import SSLMethod
+from ltsweep.train.selfsup.base import PretrainSettings, SSLMethod
+
+
+class SimCLRHyper(PretrainSettings, Protocol):
+    """The fields of its heads and loss (`ltsweep.sweep.ssl_settings.SimCLRSettings` has them)."""
+
+    temperature: float
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -27,14 +34,30 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     n = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
     logits = z @ z.T / temperature
-    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    self_mask, partner = _pairs(n, z.device)
     logits = logits.masked_fill(self_mask, float("-inf"))
-    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
     return F.cross_entropy(logits, partner)
 
 
+#: (n, device) -> (self mask, partner index), made on the device once per batch size
+_PAIRS: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _pairs(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (2N, 2N) diagonal mask and each view's partner (i + N mod 2N), built on the device
+    (no host-to-device copy) and kept: the loss runs every step with the same N."""
+    got = _PAIRS.get((n, device))
+    if got is None:
+        self_mask = torch.eye(2 * n, dtype=torch.bool, device=device)
+        partner = torch.arange(2 * n, device=device).roll(n)  # n..2n-1, then 0..n-1
+        got = (self_mask, partner)
+        if type(partner) is torch.Tensor and len(_PAIRS) < 8:  # never keep a fake tensor
+            _PAIRS[(n, device)] = got
+    return got
+
+
 class SimCLR(SSLMethod):
-    def __init__(self, encoder: torch.nn.Module, settings: SimCLRSettings) -> None:
+    def __init__(self, encoder: torch.nn.Module, settings: SimCLRHyper) -> None:
         super().__init__(encoder, settings)
         d = encoder.feat_dim
         self.projector = mlp([d, settings.proj_hidden, settings.proj_dim])

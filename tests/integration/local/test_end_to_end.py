@@ -13,9 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import ltsweep
+from ltsweep.engine.local_ray import local_ray_id
+from ltsweep.engine.ray_node import job_ray_pids
 from ltsweep.planning.plan import make_plan
 from ltsweep.sweep.schema import load_sweep
-from tests.helpers import TINY_SWEEP, ltsweep_cmd
+from tests.helpers import TINY_SWEEP, ltsweep_cmd, wait_until
 
 TINY = TINY_SWEEP
 pytestmark = pytest.mark.slow
@@ -72,11 +74,12 @@ def test_status_and_results_commands(finished_run):
     assert "70%" in results.stdout and "simsiam" in results.stdout
 
 
-@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "SIGINT"])
 def test_killed_run_resumes_to_the_same_rows(finished_run, tmp_path, how):
     """Killed mid-sweep, after the first pre-train checkpoint, while that pre-train trains:
-    kill -9 of the whole process group, or a plain `kill` (SIGTERM) of the driver, which
-    stops cleanly (exit 130, no traceback). Run again: exactly the same table."""
+    kill -9 of the whole process group, or a plain `kill` (SIGTERM) or Ctrl-C (SIGINT) of the
+    driver, which stops cleanly (exit 130, no traceback, one message for both). No process of
+    the driver's local Ray outlives it. Run again: exactly the same table."""
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "ltsweep.cli", "run", str(TINY), "--run-dir", str(run_dir)],
@@ -86,21 +89,28 @@ def test_killed_run_resumes_to_the_same_rows(finished_run, tmp_path, how):
         text=True,
         start_new_session=True,
     )
+    ray_id = local_ray_id(proc.pid)
     try:
         deadline = time.monotonic() + 300
         while not list((tmp_path / ".cache" / "pretrain").glob("*/last.pt")):
             assert proc.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        if how == "SIGTERM":
-            proc.send_signal(signal.SIGTERM)
+        assert job_ray_pids(ray_id), "the driver's local Ray is not under its own temp dir"
+        if how != "SIGKILL":
+            proc.send_signal(getattr(signal, how))
             _, err = proc.communicate(timeout=180)
             assert proc.returncode == 130, err
-            assert "Traceback" not in err and "interrupted" in err.lower(), err
+            assert "Traceback" not in err, err
+            assert (
+                f"ltsweep: interrupted; everything stored in {run_dir} is kept; "
+                "run the same command again to finish what is left"
+            ) in err, err
     finally:
-        with contextlib.suppress(ProcessLookupError):  # the driver and the local Ray it started
+        with contextlib.suppress(ProcessLookupError):  # the driver and its process group
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    wait_until(lambda: not job_ray_pids(ray_id), 60, f"the Ray of killed driver {ray_id} to stop")
     assert len(ltsweep.load_results(run_dir)) < 16
     resumed = ltsweep_cmd("run", str(TINY), "--run-dir", str(run_dir), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
