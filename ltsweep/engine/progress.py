@@ -431,3 +431,18 @@ def units_of(config: dict) -> tuple[str, int]:
     if config["kind"] == "finetune":
         return "finetune", len(config["units"])
     return config["kind"], 1
+
+
+def resources_of(config: dict) -> tuple[float, float]:
+    """(CPUs, GPUs) one Tune trial of `config` asks Ray for: what its units carry from the
+    plan (`resources.<kind>`; the units of a fine-tune group share their kind's)."""
+    unit = config["units"][0] if config["kind"] == "finetune" else config["unit"]
+    return float(unit["cpu"]), float(unit["gpu"])
+
+
+def resources_by_kind(configs: Iterable[dict]) -> dict[str, tuple[float, float]]:
+    """(CPUs, GPUs) per unit kind among `configs` (every trial of a kind asks the same)."""
+    out: dict[str, tuple[float, float]] = {}
+    for config in configs:
+        out.setdefault(config["kind"], resources_of(config))
+    return out

@@ -5,7 +5,8 @@ pre-trains to run and the fine-tune groups whose features are already stored; wh
 pre-train trial completes, `on_trial_complete` releases that pre-train's fine-tune groups,
 so they run while other pre-trains are still training. `suggest` answers None while work is
 still locked behind a running pre-train, and FINISHED when nothing is left. Each Tune trial
-asks for the resources of its kind (`tune.with_resources` with a function of the config).
+asks for the resources its units carry from the plan, their kind's (`tune.with_resources`
+with a function of the config); the sweep itself goes to the workers, which train from it.
 
 Results are written by the workers themselves (atomically, into the run folder); Tune's own
 experiment state is kept under `<run>/tune/` for debugging only and never read back.
@@ -41,8 +42,8 @@ from ltsweep.engine.driver_process import (
     keep_sigterm,
     log_ray_to_file,
 )
-from ltsweep.engine.local_checks import asked_kinds
 from ltsweep.engine.local_ray import start_local_ray
+from ltsweep.engine.progress import resources_by_kind, resources_of
 from ltsweep.engine.tune_callbacks import ProgressCallback, config_name, tensorboard, trial_name
 from ltsweep.engine.work_queue import (
     FAILED,
@@ -83,7 +84,7 @@ def _trainable(config: dict, ctx_blob: dict) -> None:
         sweep, Path(ctx_blob["run_dir"]), Path(ctx_blob["cache_dir"]), report=tune.report
     )
     kind = config["kind"]
-    use_threads(ctx_blob["cpus"][kind])
+    use_threads(resources_of(config)[0])
     t0 = time.perf_counter()
     try:
         KINDS[kind].run_config(ctx, config)
@@ -99,27 +100,30 @@ def _trainable(config: dict, ctx_blob: dict) -> None:
     tune.report({"seconds": time.perf_counter() - t0})
 
 
-def trial_resources(sweep: Sweep) -> dict[str, tune.PlacementGroupFactory]:
-    """What one Tune trial of each unit kind asks Ray for: its kind's `resources` (a fraction
-    of a GPU below 1 lets trials share one: two baselines at `resources.baseline.gpu` 0.5)."""
-    out = {}
-    for name, kind in KINDS.items():
-        r = kind.resources(sweep)
-        out[name] = tune.PlacementGroupFactory([{"CPU": r.cpu, "GPU": r.gpu}])
-    return out
+def trial_resources(config: dict) -> tune.PlacementGroupFactory:
+    """What the Tune trial of `config` asks Ray for: what its units carry from the plan,
+    their kind's `resources` (a fraction of a GPU below 1 lets trials share one: two
+    baselines at `resources.baseline.gpu` 0.5)."""
+    cpu, gpu = resources_of(config)
+    return tune.PlacementGroupFactory([{"CPU": cpu, "GPU": gpu}])
 
 
-def _check_resources(sweep: Sweep, cluster: dict[str, float]) -> None:
-    for kind in asked_kinds(sweep):
-        r = getattr(sweep.resources, kind)
-        if r.gpu > 0 and cluster.get("GPU", 0) <= 0:
+def _check_resources(configs: list[dict], cluster: dict[str, float]) -> None:
+    """Every trial to hand out fits the Ray cluster (one that does not would wait forever):
+    a kind with nothing left to run asks for nothing."""
+    asked = resources_by_kind(configs)
+    for kind in KINDS:
+        if kind not in asked:
+            continue
+        cpu, gpu = asked[kind]
+        if gpu > 0 and cluster.get("GPU", 0) <= 0:
             raise SpecError(
-                f"resources.{kind}.gpu: {r.gpu:g} GPU asked but the Ray cluster has none "
+                f"resources.{kind}.gpu: {gpu:g} GPU asked but the Ray cluster has none "
                 f"(set resources.{kind}.gpu: 0 to run on the CPU)"
             )
-        if r.cpu > cluster.get("CPU", 0):
+        if cpu > cluster.get("CPU", 0):
             raise SpecError(
-                f"resources.{kind}.cpu: {r.cpu:g} CPUs asked but the Ray cluster has {cluster.get('CPU', 0):g}"
+                f"resources.{kind}.cpu: {cpu:g} CPUs asked but the Ray cluster has {cluster.get('CPU', 0):g}"
             )
 
 
@@ -281,13 +285,19 @@ def _run_tuner(
     stream,
 ) -> dict[str, Any]:
     """Build the Tuner over the ready and waiting work and run it to the end (or the stop event)."""
-    _check_resources(sweep, ray.cluster_resources())
+    configs = [*ready, *(c for cs in waiting.values() for c in cs)]
+    _check_resources(configs, ray.cluster_resources())
     stop_event = stop_event or threading.Event()
     progress = None
     if show_progress:  # the ETA prices every config by the cost model from the start
-        configs = [*ready, *(c for cs in waiting.values() for c in cs)]
-        progress = sweep_progress.for_sweep(
-            sweep, todo, configs, ray.cluster_resources(), stream, cache_dir
+        ex = sweep.execution
+        progress = sweep_progress.for_run(
+            todo,
+            configs,
+            ray.cluster_resources(),
+            stream,
+            cache_dir,
+            gpu_tflops=None if ex.device == "cpu" else ex.gpu_tflops,
         )
     failed_units: list[str] = []
 
@@ -295,26 +305,21 @@ def _run_tuner(
         """A failed pre-train fails its fine-tunes too: record them, so status shows it."""
         message = f"pre-train {config['unit']['key']} failed (see {run_dir / 'logs'})"
         for item in released:
-            rows = [_failed_row(sweep, u, message) for u in item["units"]]
+            rows = [_failed_row(u, message) for u in item["units"]]
             write_rows(run_dir / "results", f"failed-{item['name']}", rows)
             failed_units.extend(u["key"] for u in item["units"])
             if progress:
                 progress.finished("finetune", len(item["units"]), False, 0.0, config=item)
 
     searcher = DependencySearcher(ready, waiting, stop_event, on_pretrain_failed)
-    res = {name: kind.resources(sweep) for name, kind in KINDS.items()}
-    asks = trial_resources(sweep)
-
-    def resources(config: dict):
-        return asks[config["kind"]]
-
     ctx_blob = {
         "sweep": sweep.model_dump(mode="json"),
         "run_dir": str(run_dir.resolve()),
         "cache_dir": str(cache_dir.resolve()),
-        "cpus": {k: r.cpu for k, r in res.items()},
     }
-    trainable = tune.with_resources(tune.with_parameters(_trainable, ctx_blob=ctx_blob), resources)
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, ctx_blob=ctx_blob), trial_resources
+    )
     callbacks = [ProgressCallback(progress, run_dir, stream), *tensorboard()]
     n_items = len(ready) + sum(len(v) for v in waiting.values())
     tuner = tune.Tuner(
@@ -365,6 +370,7 @@ def resumed_pretrains(cache_dir: Path, todo: list) -> str:
     )
 
 
-def _failed_row(sweep: Sweep, u: dict, message: str) -> dict:
-    """The row of a fine-tune whose Tune trial died before its worker could write one."""
-    return finetune.failed_row(sweep.name, finetune.FinetuneUnit(**u), message)
+def _failed_row(u: dict, message: str) -> dict:
+    """The row of a fine-tune whose Tune trial died before its worker could write one (the
+    unit carries all the row needs, its sweep's name included)."""
+    return finetune.failed_row(finetune.FinetuneUnit(**u), message)

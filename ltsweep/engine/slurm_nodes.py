@@ -128,7 +128,7 @@ def finish_command(record: dict, run_dir: str | Path, view: NodesView) -> tuple[
 #: how long a worker's watcher waits for SLURM to drop the lost head's node from the job:
 #: SLURM declares a silent node DOWN after SlurmdTimeout (300 s by default), plus a margin
 HEAD_VERDICT_S = 900.0
-_WATCH_POLL_S = 5.0
+_WATCH_POLL_S = 10.0  # one squeue per leaving worker and poll
 
 
 def job_nodes_now(job_id: str) -> tuple[str, list[str]]:
@@ -159,19 +159,25 @@ def watch_head(
             return False
         if nodes and head not in nodes:
             log(f"SLURM dropped the head's node {head} from job {job_id} (it failed): requeueing")
-            try:
-                subprocess.run(
-                    ["scontrol", "requeue", str(job_id)],
-                    capture_output=True,
-                    timeout=60,
-                    check=True,
-                )
-            except (OSError, subprocess.SubprocessError) as err:
-                log(f"scontrol requeue {job_id} failed: {err}")
-                return False
-            return True
+            failed = requeue(job_id)
+            if failed:
+                log(f"scontrol requeue {job_id} failed: {failed}")
+            return not failed
         time.sleep(poll_s)
     return False
+
+
+def requeue(job_id: str) -> str | None:
+    """`scontrol requeue` the job; None if done, else why not."""
+    try:
+        subprocess.run(
+            ["scontrol", "requeue", str(job_id)], capture_output=True, timeout=60, check=True
+        )
+    except subprocess.CalledProcessError as err:
+        return (err.stderr or b"").decode(errors="replace").strip() or f"exit {err.returncode}"
+    except (OSError, subprocess.SubprocessError) as err:
+        return str(err)
+    return None
 
 
 def spawn_head_watch(job_id: str, head: str, log_path: Path) -> None:

@@ -259,6 +259,7 @@ class SweepJob(Checkpointable):
                 ray_seen = True
             elif ray_seen:
                 _log("this node's Ray died; leaving (its units are retried on other nodes)")
+                self._watch_head()  # it may have died with the head
                 return
             if reachable(head, port):
                 lost_since = None

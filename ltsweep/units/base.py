@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from ltsweep.store import shared_rows
 from ltsweep.store.results import unit_row, write_rows
 from ltsweep.sweep.base import SpecError
-from ltsweep.sweep.schema import Sweep
+from ltsweep.sweep.schema import Resources, Sweep
 
 #: bump when stored outputs change meaning, so old cache entries are not reused
 FORMAT_VERSION = 1
@@ -125,6 +125,11 @@ class Unit:
     gamma: float
     data_seed: int  # the long-tailed subset (and a pre-train's initialisation)
 
+    # what one trial of this unit asks Ray for (`resources.<kind>`), set by the plan so that
+    # the driver and the progress view read units, not the sweep; never hashed into `key`
+    cpu: float = field(default=1.0, compare=False, kw_only=True)
+    gpu: float = field(default=0.0, compare=False, kw_only=True)
+
     kind: ClassVar[str] = ""
 
     @property
@@ -149,6 +154,8 @@ class RowUnit(Unit):
     seed: int  # the noise's seed, and the training's
     # noise_type cifar-n: {path, key, sha256} of the label file (its key and sha256 are in `key`)
     label_file: dict[str, str] | None = field(default=None, compare=False, hash=False, kw_only=True)
+    # the sweep that planned it: its rows' `sweep` column, a failed row's too (not hashed)
+    sweep_name: str = field(default="", compare=False, kw_only=True)
 
     table_stage: ClassVar[str] = ""  # the row's `stage`: two-stage | single-stage
 
@@ -159,6 +166,11 @@ class RowUnit(Unit):
     def row(self, sweep: str, metrics: dict[str, Any], **columns: Any) -> Row:
         """The unit's row: its fields, `metrics` (NaN where missing), the measured `columns`."""
         return unit_row(sweep, self, self.table_stage, metrics, **(self.own_columns() | columns))
+
+
+def asks(resources: Resources) -> dict[str, float]:
+    """A unit's `cpu` and `gpu` fields from its kind's `resources.<kind>`."""
+    return {"cpu": resources.cpu, "gpu": resources.gpu}
 
 
 @dataclass(frozen=True)

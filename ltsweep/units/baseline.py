@@ -32,6 +32,7 @@ from ltsweep.units.base import (
     Row,
     RowUnit,
     RunContext,
+    asks,
     cell_noise,
     content_key,
     label_file,
@@ -109,6 +110,8 @@ def plan_baselines(sweep: Sweep) -> list[BaselineUnit]:
             epochs=int(budget["epochs"]),
             settings={**settings, "execution": execution},
             label_file=labels,
+            sweep_name=sweep.name,
+            **asks(resources(sweep)),
             **cell,
         )
         units.setdefault(key, unit)
@@ -160,7 +163,7 @@ def train_unit(ctx: RunContext, unit: BaselineUnit, train: TrainSet) -> Outcome:
     data = dataset_for(sweep)
     method = build_baseline(unit.method, unit.settings["params"])
     device = unit_device(unit.settings.get("execution"), sweep.execution.device)
-    gpu_memory.cap_share(device, resources(sweep).gpu)
+    gpu_memory.cap_share(device, unit.gpu)
     return fit(
         method,
         train,

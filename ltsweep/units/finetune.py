@@ -30,6 +30,7 @@ from ltsweep.units.base import (
     Row,
     RowUnit,
     RunContext,
+    asks,
     cell_noise,
     content_key,
     label_file,
@@ -100,6 +101,7 @@ def plan_finetunes(sweep: Sweep, pretrains: Iterable[PretrainUnit]) -> list[Fine
     grid = sweep.grid
     labels = label_file(sweep)
     sl_threshold = sweep.resolved_sl_threshold()
+    carried = {"label_file": labels, "sweep_name": sweep.name, **asks(resources(sweep))}
     units: dict[str, FinetuneUnit] = {}
     for pre in pretrains:
         ft = sweep.ssl_settings(pre.method).finetune
@@ -130,7 +132,7 @@ def plan_finetunes(sweep: Sweep, pretrains: Iterable[PretrainUnit]) -> list[Fine
                 feature_dtype=sweep.execution.feature_dtype,
             )
             key = content_key(KIND, fields, labels)
-            units.setdefault(key, FinetuneUnit(key=key, label_file=labels, **fields))
+            units.setdefault(key, FinetuneUnit(key=key, **carried, **fields))
     return list(units.values())
 
 
@@ -196,14 +198,14 @@ def run_config(ctx: RunContext, config: dict[str, Any]) -> None:
     run_finetunes(ctx, [FinetuneUnit(**u) for u in config["units"]], config["name"])
 
 
-def failed_row(
-    sweep: str, unit: FinetuneUnit, message: str, started: str = "", host: str | None = None
-) -> Row:
-    """The row of a trial that failed (or was lost with its pre-train) before it had a result.
+def failed_row(unit: FinetuneUnit, message: str, started: str = "", host: str | None = None) -> Row:
+    """The row of a trial that failed (or was lost with its pre-train) before it had a result:
+    all it needs is on the unit (its sweep's name too), so the driver can write it from a
+    Tune config alone.
 
     `host`: the worker's node, when the trial ran (else the node writing the row)."""
     return unit.row(
-        sweep,
+        unit.sweep_name,
         {},
         actual_noise=math.nan,
         n_train=0,
@@ -232,9 +234,9 @@ def run_finetunes(ctx: RunContext, units: list[FinetuneUnit], file_name: str) ->
 
     def rows() -> list[Row]:
         ex = ctx.sweep.execution  # where the plan runs fine-tunes: from the settings alone
-        cuda = precision.runs_on_cuda(ex, resources(ctx.sweep).gpu)
+        cuda = precision.runs_on_cuda(ex, first.gpu)
         device = unit_device({"device_type": "cuda" if cuda else "cpu"}, ex.device)
-        gpu_memory.cap_share(device, resources(ctx.sweep).gpu)
+        gpu_memory.cap_share(device, first.gpu)
         feats = stacked.stored_features(
             str(ctx.cache_dir), first.pretrain_key, first.pretrain_epochs, str(device)
         )
@@ -280,6 +282,6 @@ def run_finetunes(ctx: RunContext, units: list[FinetuneUnit], file_name: str) ->
         ]
 
     def failed(message: str) -> list[Row]:
-        return [failed_row(ctx.sweep.name, u, message, started, host) for u in units]
+        return [failed_row(u, message, started, host) for u in units]
 
     return record_rows(ctx, file_name, rows, failed)

@@ -23,7 +23,7 @@ from ltsweep.store import cache, curves
 from ltsweep.store.atomic import write_json
 from ltsweep.sweep import precision
 from ltsweep.sweep.schema import Resources, Sweep
-from ltsweep.units.base import RunContext, Unit, content_key
+from ltsweep.units.base import RunContext, Unit, asks, content_key
 from ltsweep.version import __version__
 
 log = logging.getLogger("ltsweep.pretrain")
@@ -87,6 +87,7 @@ def plan_pretrains(sweep: Sweep) -> list[PretrainUnit]:
                 ssl.epochs,
                 feature_epochs,
                 settings,
+                **asks(resources(sweep)),
             ),
         )
     return list(units.values())
@@ -145,7 +146,7 @@ def run_pretrain(ctx: RunContext, unit: PretrainUnit) -> dict[str, Any]:
 
     sweep, ex = ctx.sweep, ctx.sweep.execution
     device = unit_device(unit.settings.get("execution"), ex.device)
-    gpu_memory.cap_share(device, resources(sweep).gpu)
+    gpu_memory.cap_share(device, unit.gpu)
     speed = Speed.of(unit.settings.get("execution"))
     data = dataset_for(sweep)
     index = training_subset(data, unit.gamma, unit.data_seed)

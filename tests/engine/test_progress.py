@@ -184,7 +184,7 @@ def test_config_flops_prices_every_kind_of_the_smoke_sweep() -> None:
     assert {c["kind"] for c in configs} == {"pretrain", "finetune", "baseline"}
     assert all(SP.config_flops(c) > 0 for c in configs)
     todo = {"pretrain": 2, "finetune": len(plan.finetunes), "baseline": len(plan.baselines)}
-    p = SP.for_sweep(sweep, todo, configs, {"CPU": 2.0}, io.StringIO())
+    p = SP.for_run(todo, configs, {"CPU": 2.0}, io.StringIO())
     assert p.slots == {"pretrain": 2, "finetune": 2, "baseline": 2}
     eta = p.eta()
     assert eta is not None and 1 < eta < 3600

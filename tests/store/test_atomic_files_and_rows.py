@@ -122,7 +122,7 @@ def test_a_finetune_lost_with_its_pretrain_gets_a_failed_row(tmp_path):
 
     sweep = parse_sweep({"name": "t", "grid": {"ssl": ["simsiam"], "noise": [0.4]}})
     units = make_plan(sweep).finetunes[:3]
-    rows = [_failed_row(sweep, asdict(u), "pre-train x failed") for u in units]
+    rows = [_failed_row(asdict(u), "pre-train x failed") for u in units]
     write_rows(tmp_path / "results", "failed-g", rows)
     assert load_results(tmp_path).empty  # failed units are not results ...
     table = load_results(tmp_path, include_failed=True)  # ... but are on record
@@ -131,3 +131,4 @@ def test_a_finetune_lost_with_its_pretrain_gets_a_failed_row(tmp_path):
     assert list(table["pretrain_key"]) == [u.pretrain_key for u in units]
     assert list(table["head"]) == [u.head for u in units] and table["acc"].isna().all()
     assert set(table["version"]) == {__version__}
+    assert set(table["sweep"]) == {"t"}  # the name the units carry from their plan

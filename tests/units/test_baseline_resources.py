@@ -48,6 +48,20 @@ def test_a_fraction_of_a_gpu_is_the_baseline_units_resources():
     assert again.resources.baseline == Resources(cpu=4, gpu=0.5)
 
 
+def _work(sweep) -> list[dict]:
+    """Every Tune config of `sweep`'s plan, as the driver builds them."""
+    from types import SimpleNamespace
+
+    from ltsweep.engine.work_queue import work_items
+
+    plan = make_plan(sweep)
+    todo = SimpleNamespace(
+        pretrains_todo=plan.pretrains, finetunes_todo=plan.finetunes, baselines_todo=plan.baselines
+    )
+    ready, waiting = work_items(todo, sweep)
+    return [*ready, *(c for cs in waiting.values() for c in cs)]
+
+
 def test_resources_never_enter_the_keys():
     """A share of a GPU is still CUDA: every baseline (and every other) key stays."""
     alone = make_plan(_sweep())
@@ -55,6 +69,20 @@ def test_resources_never_enter_the_keys():
     assert [u.key for u in shared.baselines] == [u.key for u in alone.baselines]
     assert [u.key for u in shared.pretrains] == [u.key for u in alone.pretrains]
     assert [u.key for u in shared.finetunes] == [u.key for u in alone.finetunes]
+
+
+def test_every_planned_unit_carries_its_kinds_resources_and_its_sweep():
+    """What the driver, the progress view and a failed row read: on the unit, from the plan."""
+    sweep = _sweep({"baseline": {"cpu": 4, "gpu": 0.5}})
+    plan = make_plan(sweep)
+    for kind, units in (
+        ("pretrain", plan.pretrains),
+        ("finetune", plan.finetunes),
+        ("baseline", plan.baselines),
+    ):
+        r = KINDS[kind].resources(sweep)
+        assert units and all((u.cpu, u.gpu) == (r.cpu, r.gpu) for u in units)
+    assert {u.sweep_name for u in (*plan.finetunes, *plan.baselines)} == {"shared-gpu"}
 
 
 @pytest.mark.parametrize("name", ["cifar10.yaml", "cifar100.yaml"])
@@ -75,8 +103,8 @@ def test_more_than_one_gpu_must_be_whole():
 
 def test_progress_counts_two_baselines_per_gpu():
     sweep = _sweep({"baseline": {"cpu": 4, "gpu": 0.5}})
-    progress = sweep_progress.for_sweep(
-        sweep, {"pretrain": 0, "finetune": 0, "baseline": 1}, [], {"CPU": 64, "GPU": 2}
+    progress = sweep_progress.for_run(
+        {"pretrain": 1, "finetune": 1, "baseline": 1}, _work(sweep), {"CPU": 64, "GPU": 2}
     )
     assert progress.slots["baseline"] == 4  # 2 GPUs / 0.5
     assert progress.slots["pretrain"] == 2
@@ -113,14 +141,22 @@ def test_the_ray_driver_refuses_a_baseline_share_the_cluster_lacks():
 
     sweep = _sweep({"baseline": {"cpu": 16, "gpu": 0.5}})
     with pytest.raises(SpecError, match=r"resources\.baseline\.cpu: 16 CPUs asked"):
-        _check_resources(sweep, {"CPU": 8, "GPU": 1})
-    _check_resources(_sweep({"baseline": {"cpu": 4, "gpu": 0.5}}), {"CPU": 8, "GPU": 1})
+        _check_resources(_work(sweep), {"CPU": 8, "GPU": 1})
+    _check_resources(_work(_sweep({"baseline": {"cpu": 4, "gpu": 0.5}})), {"CPU": 8, "GPU": 1})
+    # a kind with nothing left to run asks for nothing: stored pre-trains need no GPU
+    fine = [c for c in _work(_sweep()) if c["kind"] == "finetune"]
+    with pytest.raises(SpecError, match=r"resources\.finetune\.gpu"):
+        _check_resources(fine, {"CPU": 8})
+    _check_resources(fine, {"CPU": 8, "GPU": 1})
 
 
 def test_each_tune_trial_asks_ray_for_its_kinds_resources():
     from ltsweep.engine.ray_driver import trial_resources
 
-    asks = trial_resources(_sweep({"baseline": {"cpu": 4, "gpu": 0.5}}))
-    assert asks["baseline"].required_resources == {"CPU": 4, "GPU": 0.5}
-    assert asks["pretrain"].required_resources == {"CPU": 8, "GPU": 1}
-    assert asks["finetune"].required_resources == {"CPU": 1, "GPU": 0.25}
+    asks = {
+        c["kind"]: trial_resources(c).required_resources
+        for c in _work(_sweep({"baseline": {"cpu": 4, "gpu": 0.5}}))
+    }
+    assert asks["baseline"] == {"CPU": 4, "GPU": 0.5}
+    assert asks["pretrain"] == {"CPU": 8, "GPU": 1}
+    assert asks["finetune"] == {"CPU": 1, "GPU": 0.25}

@@ -93,7 +93,6 @@ def test_a_cuda_unit_on_a_worker_without_cuda_fails_with_one_line(tmp_path, monk
         "sweep": sweep.model_dump(mode="json"),
         "run_dir": str(tmp_path / "run"),
         "cache_dir": str(tmp_path / "cache"),
-        "cpus": {"pretrain": 1, "finetune": 1, "baseline": 1},
     }
     ray_driver._trainable(config, blob)
 

@@ -229,7 +229,8 @@ def test_symmetric_keys_are_what_they_were():
         {"name": "s", "grid": {"noise": [0.0, 0.4]}, "baselines": {"methods": ["ce"]}}
     )
     for u in make_plan(sweep).finetunes:
-        fields = {k: v for k, v in asdict(u).items() if k not in ("key", "label_file")}
+        carried = ("key", "label_file", "sweep_name", "cpu", "gpu")  # on the unit, not hashed
+        fields = {k: v for k, v in asdict(u).items() if k not in carried}
         assert u.label_file is None and u.key == content_key("finetune", fields)
     for b in plan_baselines(sweep):
         fields = {

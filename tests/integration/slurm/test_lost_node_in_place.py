@@ -20,7 +20,15 @@ import pytest
 import ltsweep
 from ltsweep.engine import ray_node, slurm
 from ltsweep.engine.slurm_nodes import node_states, usable
-from tests.helpers import NODES_PROFILE, REPO, TINY_SWEEP, ltsweep_cmd, wait_until
+from tests.helpers import (
+    NODES_PROFILE,
+    REPO,
+    TINY_SWEEP,
+    job_fields,
+    ltsweep_cmd,
+    release_requeued,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 COLUMNS = ["acc", "acc_many", "acc_medium", "acc_few", "actual_noise", "n_train", "knn_acc"]
@@ -106,3 +114,49 @@ def test_a_node_lost_mid_sweep_is_survived_in_place(nodes, tiny_local_run, tmp_p
         return {n: p for n in nodes if (p := _ray_pids(n, job_id))}
 
     wait_until(lambda: not ray_left(), 30, f"no Ray of job {job_id} on any node")
+
+
+def test_a_lost_head_node_requeues_the_job(nodes, tiny_local_run, tmp_path):
+    """The first node (Ray head, driver, batch script) dies whole: under no_kill SLURM would
+    keep the job running headless; a leaving worker's watcher requeues it once SLURM drops
+    that node. While it waits, status names the node that is down and offers `--nodes 2`;
+    with the node back, the requeued job finishes the sweep."""
+    run_dir = tmp_path / "run"
+    args = ["run", str(TINY_SWEEP), "--run-dir", str(run_dir), "--cluster", str(NODES_PROFILE)]
+    assert ltsweep_cmd(*args, cwd=tmp_path).returncode == 0
+    job_id = str(slurm.read_record(run_dir)["job_id"])
+    head = nodes[0]
+    restored = False
+    try:
+        wait_until(lambda: any(_runs_a_unit(n, job_id) for n in nodes), 600, "a running unit")
+        for pid in _pids(head):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        wait_until(
+            lambda: int(job_fields(job_id).get("Restarts", "0")) >= 1, 420, "the job's requeue"
+        )
+        watch_logs = (run_dir / "logs" / "slurm" / job_id).glob("head-watch.log")
+        assert any("requeueing" in p.read_text() for p in watch_logs)
+        text = ltsweep_cmd("status", str(run_dir), cwd=tmp_path).stdout
+        assert f"SLURM job {job_id}: PENDING" in text and f"nodes down: {head}" in text
+        assert "--nodes 2` finishes" in text
+        _restore(head)
+        restored = True
+        release_requeued(job_id)
+
+        def ended() -> str | None:
+            state = slurm.job_state(run_dir)
+            return state if state in ENDED else None
+
+        assert wait_until(ended, 900, "the requeued job to end", every=2) == "COMPLETED"
+    finally:
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+        if not restored:
+            _restore(head)
+    want = ltsweep.load_results(tiny_local_run[0]).set_index("unit_key").sort_index()
+    got = ltsweep.load_results(run_dir).set_index("unit_key").sort_index()
+    assert list(got.index) == list(want.index) and len(got) == 16
+    np.testing.assert_array_equal(got[COLUMNS].to_numpy(), want[COLUMNS].to_numpy())
+    wait_until(lambda: not any(_ray_pids(n, job_id) for n in nodes), 30, f"no Ray of job {job_id}")
