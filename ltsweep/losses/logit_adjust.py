@@ -12,9 +12,15 @@ import torch
 
 
 def label_prior(labels: np.ndarray | torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Frequencies of `labels` over `num_classes` (float32); an absent class gets a tiny mass."""
-    t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
-    counts = torch.bincount(t.long().flatten(), minlength=num_classes).to(torch.float64)
+    """Frequencies of `labels` over `num_classes` (float32); an absent class gets a tiny mass.
+
+    Host labels are counted on the host (the counts go to a device once, with the rest of a
+    unit's constants); device labels where they are."""
+    if isinstance(labels, torch.Tensor):
+        counts = torch.bincount(labels.long().flatten(), minlength=num_classes).to(torch.float64)
+    else:
+        flat = np.asarray(labels).astype(np.int64).ravel()
+        counts = torch.from_numpy(np.bincount(flat, minlength=num_classes).astype(np.float64))
     counts = torch.clamp(counts, min=1e-3)  # log(0) would send a logit to -inf
     return (counts / counts.sum()).to(torch.float32)
 

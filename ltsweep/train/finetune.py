@@ -402,7 +402,12 @@ def train_stacked(
     layout = heads.layout
     k = _row_constants(trials, layout, num_classes, train_x.device)
     S, g = len(layout.chunk_seed), layout.slots
-    opt = stacked_optimizer(list(heads.params.values()), k["lr"].view(S, g), k["wd"].view(S, g))
+    shared = {(t.lr, t.weight_decay) for t in trials}  # the usual group: one lr, one wd
+    if len(shared) == 1:
+        lr, wd = (float(v) for v in next(iter(shared)))
+    else:
+        lr, wd = k["lr"].view(S, g), k["wd"].view(S, g)
+    opt = stacked_optimizer(list(heads.params.values()), lr, wd)
     bounds = _batches(train_x.shape[0], head.batch_size)
     for _ in range(head.epochs):
         _train_epoch(heads, train_x, k, gens, opt, bounds)
