@@ -16,8 +16,8 @@ Reported: planning (make_plan + assess) on the empty run folder, the whole run, 
 it) and tracemalloc peaks of the planning and the re-run, the re-run's time, and with
 `--profile` the cProfile top 15 of the planning, of the re-run and (slower) of the run.
 
-The driver imports no torch here, as `ltsweep run` does not: the driver's memory is then
-the driver's own. Timings only: nothing here asserts a speed. Results go to stdout and to
+The driver's RSS includes torch: Tune's TensorBoard writer (tensorboardX, used whenever it
+is installed, `engine/tune_callbacks.py`) imports it into the driver, about 500 MiB. Timings only: nothing here asserts a speed. Results go to stdout and to
 this script's section of benchmarks/RESULTS.md.
 """
 
@@ -215,7 +215,9 @@ def side_by_side(args: argparse.Namespace, scales: list[int]) -> None:
         "Ray started by `run_sweep` (num_cpus = os.cpu_count()); progress view off. Each scale "
         "runs in a process of its own; `ms per trial` is the whole run (Ray start, the "
         "pre-train, every fine-tune, rows written) over the fine-tunes; RSS is the driver's "
-        "(ru_maxrss; Ray's workers are not in it); make_plan is timed under tracemalloc.",
+        "(ru_maxrss; Ray's workers are not in it; about 500 MiB of it is torch, which Tune's "
+        "TensorBoard writer imports); make_plan and the re-run are timed under tracemalloc, "
+        "which slows them several times over (make_plan of 100,000 units alone: about 2 s).",
         "\n".join(head),
     ]
     if planned is not None:

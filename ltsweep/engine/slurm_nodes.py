@@ -2,7 +2,9 @@
 (SLURM's reason), which of its nodes are down, and how many of its partition's nodes are up,
 so that the command status offers to finish a sweep fits the nodes there are.
 
-Also what a worker of a `no_kill` job does when the head's node is lost (`watch_head`).
+Also the watcher a `no_kill` job leaves on two worker nodes, which requeues the job when
+its first node is lost (`watch_head`).
+
 Imports no submitit: squeue, sinfo and scontrol are asked, each an argv list (no shell),
 through `slurm_output`, which tests replace.
 """
@@ -125,10 +127,9 @@ def finish_command(record: dict, run_dir: str | Path, view: NodesView) -> tuple[
 
 # --- a lost head under --no-kill: requeue, as SLURM does without it ------------------------------
 
-#: how long a worker's watcher waits for SLURM to drop the lost head's node from the job:
-#: SLURM declares a silent node DOWN after SlurmdTimeout (300 s by default), plus a margin
+#: how long `watch_head` watches by default (a job's watcher: its time limit and a margin)
 HEAD_VERDICT_S = 900.0
-_WATCH_POLL_S = 10.0  # one squeue per leaving worker and poll
+_WATCH_POLL_S = 15.0  # one squeue per watcher (two per job) and poll
 
 
 def job_nodes_now(job_id: str) -> tuple[str, list[str]]:
@@ -147,15 +148,17 @@ def watch_head(
     limit_s: float = HEAD_VERDICT_S,
     poll_s: float = _WATCH_POLL_S,
 ) -> bool:
-    """After a worker lost the head: once SLURM drops the head's node from the running job
-    (it failed), requeue the job and return True. Without this, a --no-kill job whose first
-    node failed would run on, headless, until its time limit: that node runs the batch
-    script, whose end ends the job. False when the job stops running or `limit_s` passes
-    with the head's node still in the job (a network fault, not a lost node)."""
+    """While the job runs: once SLURM drops the head's node from it (the node failed),
+    requeue the job and return True. Without this, a --no-kill job whose first node failed
+    would run on, headless, until its time limit: that node runs the batch script, whose end
+    ends the job. False when the job stops running (done, requeued, cancelled) or `limit_s`
+    passes; a head only unreachable (a network fault) stays in the job and is left alone."""
     deadline = time.monotonic() + limit_s
+    unanswered = 0
     while time.monotonic() < deadline:
         state, nodes = job_nodes_now(job_id)
-        if state != "RUNNING":
+        unanswered = 0 if state else unanswered + 1
+        if (state and state != "RUNNING") or unanswered >= 3:  # one silent squeue: a hiccup
             return False
         if nodes and head not in nodes:
             log(f"SLURM dropped the head's node {head} from job {job_id} (it failed): requeueing")
@@ -180,12 +183,16 @@ def requeue(job_id: str) -> str | None:
     return None
 
 
-def spawn_head_watch(job_id: str, head: str, log_path: Path) -> None:
-    """Start `watch_head` detached from the calling task (which leaves now); returns at once."""
+def spawn_head_watch(job_id: str, head: str, log_path: Path, limit_s: float) -> None:
+    """Start `watch_head` detached from the calling task, for at most `limit_s`; returns at
+    once."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
         subprocess.run(
-            [sys.executable, "-m", "ltsweep.engine.slurm_nodes", "watch-head", job_id, head],
+            [
+                *(sys.executable, "-m", "ltsweep.engine.slurm_nodes", "watch-head"),
+                *(job_id, head, f"{limit_s:.0f}"),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,
@@ -199,13 +206,13 @@ def _log(msg: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[0] != "watch-head":
-        print("usage: python -m ltsweep.engine.slurm_nodes watch-head JOB_ID HEAD_NODE")
+    if len(argv) != 4 or argv[0] != "watch-head" or not argv[3].isdigit():
+        print("usage: python -m ltsweep.engine.slurm_nodes watch-head JOB_ID HEAD_NODE LIMIT_S")
         return 2
     if os.fork() > 0:  # the parent returns at once; the child is adopted by init
         return 0
     os.setsid()
-    watch_head(argv[1], argv[2], _log)
+    watch_head(argv[1], argv[2], _log, limit_s=float(argv[3]))
     return 0
 
 

@@ -162,6 +162,7 @@ class SweepJob(Checkpointable):
             _log("stopped Ray processes left over by an earlier run of this job")
         # whatever ends this task (scancel, requeue, time limit, kill -9), its Ray goes too
         spawn_reaper(job_id, restart, self.run_dir / LOG_SUBDIR / job_id / "reaper.log")
+        self._watch_head(job_id, hostnames, rank)
         try:
             if rank == 0:
                 return self._run_head(job_id, hostnames, restart, argv, f"{head_ip}:{gcs}")
@@ -259,7 +260,6 @@ class SweepJob(Checkpointable):
                 ray_seen = True
             elif ray_seen:
                 _log("this node's Ray died; leaving (its units are retried on other nodes)")
-                self._watch_head()  # it may have died with the head
                 return
             if reachable(head, port):
                 lost_since = None
@@ -267,18 +267,20 @@ class SweepJob(Checkpointable):
                 lost_since = time.monotonic()
             elif time.monotonic() - lost_since > _HEAD_LOST_S:
                 _log(f"the Ray head {head}:{port} is gone for {_HEAD_LOST_S:.0f}s; leaving")
-                self._watch_head()
                 return
             time.sleep(_WORKER_POLL_S)
 
-    def _watch_head(self) -> None:
-        """Under no_kill SLURM keeps a job whose first node failed, headless: a watcher left
-        behind requeues it once SLURM drops that node (`slurm_nodes.watch_head`)."""
-        if not self.profile.no_kill or self._job_id is None:
+    def _watch_head(self, job_id: str, hostnames: list[str], rank: int) -> None:
+        """Under no_kill SLURM keeps a job whose first node failed, headless, until its time
+        limit (that node runs the batch script, the Ray head and the driver). Ranks 1 and 2
+        leave a detached watcher on their node for the run's life, which requeues the job
+        once SLURM drops that node from it (`slurm_nodes.watch_head`): it outlives this task,
+        which may be killed with the head's srun."""
+        if not self.profile.no_kill or rank not in (1, 2) or len(hostnames) < 2:
             return
-        head = submitit.JobEnvironment().hostnames[0]
-        log = self.run_dir / LOG_SUBDIR / self._job_id / "head-watch.log"
-        spawn_head_watch(self._job_id, head, log)
+        limit_s = 60.0 * self.profile.time_limit + 600.0
+        log = self.run_dir / LOG_SUBDIR / job_id / f"head-watch.{rank}.log"
+        spawn_head_watch(job_id, hostnames[0], log, limit_s)
 
     # - preemption and time limit -
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission | None:

@@ -56,7 +56,7 @@ def test_a_head_only_unreachable_is_not_requeued(monkeypatch):
 
 
 @pytest.mark.parametrize("no_kill", [True, False])
-def test_a_leaving_worker_starts_the_watch_only_under_no_kill(monkeypatch, tmp_path, no_kill):
+def test_ranks_1_and_2_leave_a_watcher_under_no_kill(monkeypatch, tmp_path, no_kill):
     from ltsweep.engine import sweep_job
     from ltsweep.sweep.cluster_profile import parse_profile
     from ltsweep.sweep.schema import Sweep
@@ -65,13 +65,21 @@ def test_a_leaving_worker_starts_the_watch_only_under_no_kill(monkeypatch, tmp_p
         {"partition": "d", "cpus_per_node": 1, "time_limit": 5, "no_kill": no_kill}
     )
     job = sweep_job.SweepJob(Sweep(name="t"), tmp_path, tmp_path / "cache", prof)
-    job._job_id = "42"
     spawned: list[tuple] = []
     monkeypatch.setattr(sweep_job, "spawn_head_watch", lambda *a: spawned.append(a))
-    monkeypatch.setattr(
-        sweep_job.submitit,
-        "JobEnvironment",
-        lambda: type("Env", (), {"hostnames": ["node1", "node2"]})(),
+    hosts = ["node1", "node2", "node3", "node4"]
+    for rank in range(4):
+        job._watch_head("42", hosts, rank)
+    job._watch_head("43", ["node1"], 0)  # one node: no head to lose
+    assert [(a[0], a[1], a[3]) for a in spawned] == (
+        [("42", "node1", 900.0)] * 2 if no_kill else []
     )
-    job._watch_head()
-    assert [a[:2] for a in spawned] == ([("42", "node1")] if no_kill else [])
+    if no_kill:
+        assert [a[2].name for a in spawned] == ["head-watch.1.log", "head-watch.2.log"]
+
+
+def test_a_silent_squeue_is_not_the_end(monkeypatch):
+    requeued = fake(monkeypatch, [("", "")] * 2 + [("RUNNING", "node[2-3]")])
+    assert watch(limit_s=5)[0] is True and requeued == ["42"]  # two misses: still watching
+    requeued = fake(monkeypatch, [("", "")] * 3 + [("RUNNING", "node[2-3]")])
+    assert watch(limit_s=5)[0] is False and requeued == []  # three: SLURM forgot the job

@@ -100,6 +100,18 @@ def test_a_node_lost_mid_sweep_is_survived_in_place(nodes, tiny_local_run, tmp_p
             return state if state in ENDED else None
 
         assert wait_until(ended, 900, "the job to end", every=2) == "COMPLETED"
+        # SLURM kept the job and dropped the node from it (its last record: the nodes left)
+        last = subprocess.run(
+            ["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "State,NodeList"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.split()[-1]
+        state, nodelist = last.split("|")
+        kept = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True
+        ).stdout.split()
+        assert state == "COMPLETED" and victim not in kept and len(kept) == 2, last
     finally:
         subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
         if victim is not None:
@@ -137,8 +149,9 @@ def test_a_lost_head_node_requeues_the_job(nodes, tiny_local_run, tmp_path):
         wait_until(
             lambda: int(job_fields(job_id).get("Restarts", "0")) >= 1, 420, "the job's requeue"
         )
-        watch_logs = (run_dir / "logs" / "slurm" / job_id).glob("head-watch.log")
+        watch_logs = (run_dir / "logs" / "slurm" / job_id).glob("head-watch.*.log")
         assert any("requeueing" in p.read_text() for p in watch_logs)
+        wait_until(lambda: job_fields(job_id).get("JobState") == "PENDING", 120, "it to pend")
         text = ltsweep_cmd("status", str(run_dir), cwd=tmp_path).stdout
         assert f"SLURM job {job_id}: PENDING" in text and f"nodes down: {head}" in text
         assert "--nodes 2` finishes" in text

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ltsweep.engine import slurm
-from tests.helpers import NODES_PROFILE, TINY_SWEEP, job_fields, ltsweep_cmd, wait_until
+from tests.helpers import NODES_PROFILE, TINY_SWEEP, ltsweep_cmd, wait_until
 
 pytestmark = pytest.mark.slurm
 
@@ -42,13 +42,14 @@ def test_status_of_a_job_pending_on_a_drained_node(slurm_cluster, tmp_path: Path
         assert sub.returncode == 0, sub.stderr
         job_id = str(slurm.read_record(run_dir)["job_id"])
         try:
-            wait_until(
-                lambda: job_fields(job_id).get("Reason", "None") not in ("None", ""),
-                60,
-                "SLURM to give the pending job a reason",
-            )
-            text = ltsweep_cmd("status", str(run_dir), cwd=tmp_path).stdout
-            assert f"SLURM job {job_id}: PENDING (Nodes required for job are DOWN, DRAINED" in text
+            reason = "Nodes required for job are DOWN, DRAINED"
+
+            def status_with_reason() -> str | None:  # SLURM gives the reason on its next pass
+                out = ltsweep_cmd("status", str(run_dir), cwd=tmp_path).stdout
+                return out if reason in out else None
+
+            text = wait_until(status_with_reason, 120, "status to show SLURM's reason", every=2)
+            assert f"SLURM job {job_id}: PENDING ({reason}" in text
             assert f"nodes down: {out_node}" in text
             assert "2 of the 3 nodes it asks for are up" in text
             assert f"`ltsweep cancel {run_dir}`, then `" in text and "--nodes 2`" in text
