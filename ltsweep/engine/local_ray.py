@@ -23,6 +23,13 @@ from ltsweep.engine.reaper import process_start_time, spawn_reaper
 
 #: the prefix of a local driver's id (a SLURM job's id is all digits)
 LOCAL = "local-"
+#: how the driver joins or starts Ray: quiet (its logs go to the run's driver.log), no dashboard
+RAY_INIT = {
+    "include_dashboard": False,
+    "log_to_driver": False,
+    "logging_level": logging.ERROR,
+    "configure_logging": False,
+}
 
 
 def local_ray_id(pid: int | None = None) -> str:
@@ -51,11 +58,4 @@ def start_local_ray(num_cpus: int, log_dir: Path) -> None:
     reap_dead_local_rays()
     ray_id = local_ray_id()
     spawn_reaper(ray_id, 0, log_dir / "ray-reaper.log")
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.ERROR,
-        configure_logging=False,
-        _temp_dir=ray_temp_dir(ray_id),
-    )
+    ray.init(num_cpus=num_cpus, _temp_dir=ray_temp_dir(ray_id), **RAY_INIT)

@@ -42,7 +42,7 @@ from ltsweep.engine.driver_process import (
     keep_sigterm,
     log_ray_to_file,
 )
-from ltsweep.engine.local_ray import start_local_ray
+from ltsweep.engine.local_ray import RAY_INIT, start_local_ray
 from ltsweep.engine.progress import resources_by_kind, resources_of
 from ltsweep.engine.tune_callbacks import ProgressCallback, config_name, tensorboard, trial_name
 from ltsweep.engine.work_queue import (
@@ -243,13 +243,7 @@ def _run_locked(
         if started_ray:
             with keep_sigterm():  # ray.init installs its own, which exits with status 15
                 if address:
-                    ray.init(
-                        address=address,
-                        include_dashboard=False,
-                        log_to_driver=False,
-                        logging_level=logging.ERROR,
-                        configure_logging=False,
-                    )
+                    ray.init(address=address, **RAY_INIT)
                 else:  # a local Ray, stopped by a reaper if this driver is killed
                     start_local_ray(os.cpu_count() or 1, run_dir / "logs")
         try:

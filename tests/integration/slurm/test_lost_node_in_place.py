@@ -67,16 +67,6 @@ def _restore(node: str) -> None:
     wait_until(lambda: usable(node_states().get(node, "down*")), 120, f"{node} back in service")
 
 
-@pytest.fixture(scope="module")
-def nodes(slurm_cluster: str) -> list[str]:
-    names = sorted(node_states(slurm_cluster))
-    spaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    found = [n for n in names if f"ltsw-{n}" in spaces]
-    if len(found) < 3:
-        pytest.skip(f"no 3-node test cluster ({names}): bash cluster/start-slurm.sh --nodes 3")
-    return found
-
-
 def test_a_node_lost_mid_sweep_is_survived_in_place(nodes, tiny_local_run, tmp_path):
     run_dir = tmp_path / "run"
     args = ["run", str(TINY_SWEEP), "--run-dir", str(run_dir), "--cluster", str(NODES_PROFILE)]

@@ -46,24 +46,6 @@ def _netns_of(node: str) -> str:
     return f"ltsw-{node}"
 
 
-@pytest.fixture(scope="module")
-def nodes(slurm_cluster: str) -> list[str]:
-    """The test cluster's namespaced nodes (node1, node2, node3); skips without them."""
-    names = subprocess.run(
-        ["sinfo", "-h", "-N", "-p", slurm_cluster, "-o", "%N"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout.split()
-    spaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    found = sorted({n for n in names if _netns_of(n) in spaces})
-    if len(found) < 3:
-        pytest.skip(
-            f"no 3-node test cluster (nodes {sorted(set(names))}): bash cluster/start-slurm.sh --nodes 3"
-        )
-    return found
-
-
 def node_pids(node: str) -> list[int]:
     out = subprocess.run(
         ["ip", "netns", "pids", _netns_of(node)], capture_output=True, text=True, timeout=30

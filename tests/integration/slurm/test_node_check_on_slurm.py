@@ -33,24 +33,6 @@ CHECKS = (
 )
 
 
-@pytest.fixture(scope="module")
-def nodes(slurm_cluster: str) -> list[str]:
-    """node1..node3 of the namespaced test cluster; skips without them."""
-    names = subprocess.run(
-        ["sinfo", "-h", "-N", "-p", slurm_cluster, "-o", "%N"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout.split()
-    spaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    found = sorted({n for n in names if f"ltsw-{n}" in spaces})
-    if len(found) < 3:
-        pytest.skip(
-            f"no 3-node test cluster (nodes {names}): bash cluster/start-slurm.sh --nodes 3"
-        )
-    return found
-
-
 def job_logs(run_dir: Path) -> str:
     return "".join(p.read_text() for p in (run_dir / "logs" / "slurm").glob("*/*_log.err"))
 

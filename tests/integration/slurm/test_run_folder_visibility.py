@@ -18,23 +18,6 @@ from tests.helpers import NODES_PROFILE, TINY_SWEEP, ltsweep_cmd
 pytestmark = [pytest.mark.slurm]
 
 
-@pytest.fixture(scope="module")
-def nodes(slurm_cluster: str) -> list[str]:
-    names = subprocess.run(
-        ["sinfo", "-h", "-N", "-p", slurm_cluster, "-o", "%N"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout.split()
-    spaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    found = sorted({n for n in names if f"ltsw-{n}" in spaces})
-    if len(found) < 3:
-        pytest.skip(
-            f"no 3-node test cluster (nodes {names}): bash cluster/start-slurm.sh --nodes 3"
-        )
-    return found
-
-
 @pytest.fixture
 def private_run(tmp_path: Path):
     """A run folder under this machine's /tmp, which no node sees; removed afterwards."""
