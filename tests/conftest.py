@@ -148,3 +148,21 @@ def keep_cuda_visible_devices() -> Iterator[None]:
         os.environ.pop("CUDA_VISIBLE_DEVICES", None)
     else:
         os.environ["CUDA_VISIBLE_DEVICES"] = before
+
+
+@pytest.fixture
+def cuda_backend_flags() -> Iterator[list]:
+    """torch's TF32 and cuDNN switches, as they were, after the test (a CUDA unit sets them in
+    this very process). Saved and set back by value: they live behind the backend modules'
+    __getattr__, which monkeypatch's undo cannot restore on every pytest version."""
+    import torch
+
+    flags = [
+        (torch.backends.cuda.matmul, "allow_tf32"),
+        (torch.backends.cudnn, "allow_tf32"),
+        (torch.backends.cudnn, "benchmark"),
+    ]
+    saved = [getattr(module, name) for module, name in flags]
+    yield flags
+    for (module, name), value in zip(flags, saved, strict=True):
+        setattr(module, name, value)

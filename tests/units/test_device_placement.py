@@ -33,12 +33,12 @@ OLD_DRIVER = GpuInfo("NVIDIA A100-SXM4-40GB", (8, 0), 40960, "550.54.15")
 
 
 @pytest.fixture(autouse=True)
-def clean_state(monkeypatch):
+def clean_state(monkeypatch, cuda_backend_flags):
     """CUDA_VISIBLE_DEVICES and the TF32 flags as they were after each test (a CPU unit sets
     the one, a CUDA unit the others, in this very process); TF32 off to start with."""
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     for module, name in TF32_FLAGS:
-        monkeypatch.setattr(module, name, False)
+        setattr(module, name, False)
 
 
 def _sweep(device: str, methods=("ce",), gpus: float = 1):
@@ -204,7 +204,7 @@ def test_unit_device_cases(monkeypatch):
     assert _flags() == (True, True, True)
 
     for module, name in TF32_FLAGS:
-        monkeypatch.setattr(module, name, False)
+        setattr(module, name, False)  # clean_state sets them back
     assert placement.unit_device(None, "auto").type == "cuda"  # an older unit: as before
     assert placement.unit_device(None, "cpu") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -24,7 +24,7 @@ def _stop(*args, **kwargs):
 
 
 @pytest.fixture
-def fractions(monkeypatch) -> list[tuple[float, torch.device]]:
+def fractions(monkeypatch, cuda_backend_flags) -> list[tuple[float, torch.device]]:
     """A node whose torch sees a GPU; the calls of set_per_process_memory_fraction."""
     calls: list[tuple[float, torch.device]] = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -35,12 +35,6 @@ def fractions(monkeypatch) -> list[tuple[float, torch.device]]:
         "set_per_process_memory_fraction",
         lambda fraction, device=None: calls.append((fraction, torch.device(device))),
     )
-    for module, name in (
-        (torch.backends.cuda.matmul, "allow_tf32"),
-        (torch.backends.cudnn, "allow_tf32"),
-        (torch.backends.cudnn, "benchmark"),
-    ):
-        monkeypatch.setattr(module, name, getattr(module, name))  # restored after the test
     return calls
 
 
