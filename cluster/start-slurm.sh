@@ -432,8 +432,28 @@ start_slurmctld() {
     else
         log "starting slurmctld"
         slurmctld
+        LEFTOVERS=1
     fi
     wait_for slurmctld bash -c 'scontrol ping | grep -q UP'
+}
+
+# When the whole cluster was down (a stopped session, a rebooted machine), the slurmctld
+# started here recovers the previous start's jobs from its state files, but their processes
+# ended with that start's slurmds: they would hold the nodes until SLURM gave up on them.
+# Cancel them (the accounting keeps their records) and wait until they are gone. A slurmd
+# still up means jobs may still run: then nothing is cancelled.
+LEFTOVERS=0
+SLURMD_WAS_UP=0
+no_jobs() { [[ -z $(squeue -h -o %i) && -z $(sinfo -h -N -p "$PARTITION" -o %T | grep -v '^idle') ]]; }
+cancel_leftover_jobs() {
+    [[ $LEFTOVERS -eq 1 && $SLURMD_WAS_UP -eq 0 ]] || return 0
+    local ids
+    ids=$(squeue -h -o %i | tr '\n' ' ')
+    [[ -n ${ids// /} ]] || return 0
+    log "cancelling the jobs left from the previous start (their processes are gone): $ids"
+    # shellcheck disable=SC2086 # one word per job id
+    scancel $ids
+    wait_for "the cancelled jobs to end (see squeue)" no_jobs
 }
 
 # nodes_idle: true once every node of the partition can run jobs; resumes down/drained ones.
@@ -460,6 +480,7 @@ wait_nodes() {
 start_slurmd() { # the single-node layout: slurmd on this machine
     if alive "$DIR/run/slurmd.pid" slurmd; then
         log "slurmd already running"
+        SLURMD_WAS_UP=1
     else
         log "starting slurmd"
         slurmd
@@ -572,6 +593,24 @@ if s and s.origin: print(os.path.dirname(os.path.dirname(s.origin)))
 }
 
 # setup_node NAME: the node's network, namespaces and shares; only what is missing.
+# A node's firewall is this cluster's alone, and empty: the tests that cut a node's traffic
+# add rules to it, and a test killed before its clean-up (a stopped session, a Ctrl-C) leaves
+# them, so that node hears nothing from the others. Each start empties it again, in both
+# iptables back ends, and says what it removed.
+open_node_firewall() {
+    local n=$1 cmd rules
+    for cmd in iptables iptables-legacy; do
+        command -v "$cmd" >/dev/null 2>&1 || continue
+        rules=$(ip netns exec "ltsw-$n" "$cmd" -S 2>/dev/null | grep -c -v '^-P ' || true)
+        [[ $rules -gt 0 ]] || continue
+        log "$n: removing $rules firewall rule(s) left in its namespace ($cmd)"
+        ip netns exec "ltsw-$n" "$cmd" -F
+        ip netns exec "ltsw-$n" "$cmd" -X
+        ip netns exec "ltsw-$n" "$cmd" -P INPUT ACCEPT
+        ip netns exec "ltsw-$n" "$cmd" -P OUTPUT ACCEPT
+    done
+}
+
 setup_node() {
     local n=$1 k=${1#node} ip ndir
     ip=$(node_ip "$n")
@@ -588,6 +627,7 @@ setup_node() {
     ip -n "ltsw-$n" link set lo up
     ip -n "ltsw-$n" addr replace "$ip/24" dev eth0
     ip -n "ltsw-$n" link set eth0 up
+    open_node_firewall "$n"
     # UTS + mount namespaces, made persistent by unshare's bind mounts of their ns files.
     # (A mount namespace file may only be bind-mounted on a private mount: hence NS_DIR.)
     if ! findmnt -rn --mountpoint "$NS_DIR/$n.mnt" >/dev/null; then
@@ -624,6 +664,7 @@ start_node_slurmd() {
     local n=$1
     if alive "$DIR/run/slurmd-$n.pid" slurmd; then
         log "slurmd of $n already running"
+        SLURMD_WAS_UP=1
         return 0
     fi
     log "starting slurmd in $n ($(node_ip "$n"))"
@@ -645,7 +686,7 @@ check_nodes_reach_each_other() { # once the slurmds listen
     local n first=${NODE_NAMES[0]}
     for n in "${NODE_NAMES[@]:1}"; do
         can_reach "$first" "$(node_ip "$n")" 6818 ||
-            die "$first cannot reach $n's slurmd at $(node_ip "$n"):6818 (bridged traffic filtered? see net.bridge.bridge-nf-call-iptables)"
+            die "$first cannot reach $n's slurmd at $(node_ip "$n"):6818 (bridged traffic filtered? see net.bridge.bridge-nf-call-iptables and: ip netns exec ltsw-$n iptables -S)"
     done
 }
 
@@ -706,5 +747,6 @@ else
     start_slurmd
 fi
 wait_nodes
+cancel_leftover_jobs
 [[ $MODE == netns ]] && check_nodes_reach_each_other
 summary
