@@ -249,7 +249,37 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     except (OSError, subprocess.SubprocessError) as err:
         print(f"ltsweep: error: scancel failed: {one_line(str(err), 300)}", file=sys.stderr)
         return 1
-    print(f"ltsweep: cancelled SLURM job {job_id}; stored results in {run_dir} are kept")
+    print(
+        f"ltsweep: cancelled SLURM job {job_id} and its worker jobs; stored results in "
+        f"{run_dir} are kept"
+    )
+    return 0
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    from ltsweep.engine import slurm  # submitit: only with a SLURM job
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "slurm.json").is_file():
+        raise SpecError(
+            f"{run_dir}: no SLURM job recorded (slurm.json missing): submit the sweep first"
+        )
+    check_record(run_dir, slurm.read_record(run_dir))
+    try:
+        array_id = slurm.submit_workers(run_dir, args.jobs)
+    except SpecError:
+        raise
+    except Exception as err:  # noqa: BLE001 - controller down, refused job
+        first = one_line(str(err).strip().splitlines()[-1] if str(err).strip() else "", 300)
+        print(
+            f"ltsweep: error: cannot submit to SLURM ({type(err).__name__}: {first})",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"ltsweep: submitted {args.jobs} worker job(s) as SLURM array {array_id}; they join the "
+        f"sweep's Ray cluster and leave when it has no work; follow with `ltsweep status {run_dir}`"
+    )
     return 0
 
 
@@ -331,6 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=helptext)
         sp.add_argument("run_dir", help="a run folder, e.g. runs/smoke")
         sp.set_defaults(func=func)
+    wk = sub.add_parser(
+        "workers",
+        help="add one-node SLURM worker jobs to a running sweep: they join its Ray cluster, take "
+        "units, and leave when there is no work",
+    )
+    wk.add_argument("run_dir", help="the run folder of a sweep submitted with --cluster")
+    wk.add_argument("--jobs", type=int, required=True, help="how many worker jobs (nodes)")
+    wk.set_defaults(func=cmd_workers)
     res = sub.add_parser(
         "results",
         help="a metric's table of a run folder (rows: stage, method, gamma, loss; columns: "

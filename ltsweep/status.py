@@ -112,6 +112,7 @@ def _slurm_job(run_dir: Path) -> dict | None:
         "active_states": slurm.ACTIVE_STATES | {"unknown"},
         "reason": slurm_nodes.pending_reason(str(record.get("job_id"))),
         "nodes": None,
+        "workers": slurm.worker_states(run_dir),
     }
     if state != "COMPLETED":  # a job that waits or ended short: are its nodes there?
         job["nodes"] = slurm_nodes.nodes_view(record)
@@ -145,6 +146,9 @@ def _slurm_line(job: dict) -> str:
     view = job.get("nodes")
     wanted = int((record.get("profile") or {}).get("nodes") or 0)
     short = view is not None and view.known and wanted > view.up
+    if job.get("workers"):
+        shown = ", ".join(f"{n} {s.lower()}" for s, n in sorted(job["workers"].items()))
+        line += f"\nworker jobs: {shown}"
     if view is not None and view.down:
         line += f"\nnodes down: {', '.join(view.down)}"
         if view.job_nodes:

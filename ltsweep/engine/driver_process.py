@@ -64,7 +64,9 @@ def keep_sigterm():
             signal.signal(signal.SIGTERM, previous)
 
 
-def heartbeat(run_dir: Path, running: bool, counts: dict | None = None) -> None:
+def heartbeat(run_dir: Path, running: bool, counts: dict | None = None, pending: int = 0) -> None:
+    """run_dir/driver.json: the driver's pid, host and liveness, the units it runs by stage
+    (`ltsweep status`), and the trials waiting for a node (worker jobs leave when none do)."""
     write_json(
         run_dir / "driver.json",
         {
@@ -73,6 +75,7 @@ def heartbeat(run_dir: Path, running: bool, counts: dict | None = None) -> None:
             "running": running,
             "time": time.time(),
             "units_running": counts or {},
+            "trials_pending": pending,
         },
     )
 

@@ -153,6 +153,7 @@ def render_node_bootstrap(
     python: str | None = None,
     restart: int = 0,
     gpus: int | None = None,
+    head_address: str | None = None,
 ) -> list[str]:
     """The exact `ray start` argv for node `rank` of the job (rank 0: the head).
 
@@ -160,6 +161,8 @@ def render_node_bootstrap(
     is wrong under SLURM; every port is explicit so two jobs on one node never collide.
     `head_ip` defaults to the first hostname; `node_ip` (this node's address) is passed to
     Ray only when given. `gpus`: what the node really has (`node_gpus`), else the profile's.
+    `head_address` (host:port): the head of another job, which a worker job joins; this
+    node's own ports are still `job_id`'s.
     """
     if not 0 <= rank < len(hostnames):
         raise ValueError(f"rank {rank} outside the job's {len(hostnames)} nodes")
@@ -169,7 +172,7 @@ def render_node_bootstrap(
         argv += ["--head", f"--port={ports.gcs}", "--include-dashboard=false"]
         argv += [f"--dashboard-port={ports.dashboard}"]
     else:
-        argv += [f"--address={head_ip or hostnames[0]}:{ports.gcs}"]
+        argv += [f"--address={head_address or f'{head_ip or hostnames[0]}:{ports.gcs}'}"]
     argv += [
         f"--node-manager-port={ports.node_manager}",
         f"--object-manager-port={ports.object_manager}",
@@ -258,6 +261,18 @@ def raylet_running(job_id: str, restart: int) -> bool:
     return any(
         state != "Z" and b"raylet" in cmd.split(b"\0", 1)[0] and own + b"/" in cmd
         for _, state, cmd in table.values()
+    )
+
+
+def running_units(job_id: str, restart: int) -> bool:
+    """Whether a unit of this run of the job runs on this node now: a Ray worker of its
+    Ray whose title says it is in a trial's training call (`ray::ImplicitFunc.train`); an
+    idle reused actor is only `ray::ImplicitFunc`."""
+    table = _proc_table()
+    return any(
+        table[pid][2].startswith(b"ray::ImplicitFunc.train")
+        for pid in job_ray_pids(job_id, restart)
+        if pid in table
     )
 
 

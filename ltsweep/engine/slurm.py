@@ -26,8 +26,18 @@ from typing import Any
 import submitit
 
 from ltsweep.engine.ray_node import ray_ports, render_node_bootstrap, stop_job_ray
-from ltsweep.engine.slurm_record import LOG_SUBDIR, SLURM_JSON, now, read_record, update_record
+from ltsweep.engine.slurm_nodes import ACTIVE_STATES, job_state_now
+from ltsweep.engine.slurm_record import (
+    LOG_SUBDIR,
+    SLURM_JSON,
+    add_workers,
+    now,
+    read_record,
+    read_workers,
+    update_record,
+)
 from ltsweep.engine.sweep_job import Driver, SweepJob
+from ltsweep.engine.worker_job import WorkerJob
 from ltsweep.store.atomic import write_json
 from ltsweep.sweep.base import SpecError
 from ltsweep.sweep.cluster_profile import ClusterProfile, load_profile
@@ -49,13 +59,8 @@ __all__ = [  # the submit side, and what tests and the CLI reach through this mo
     "sbatch_script",
     "stop_job_ray",
     "submit_sweep",
+    "submit_workers",
 ]
-
-#: SLURM states in which a recorded job still holds or waits for nodes
-ACTIVE_STATES = frozenset(
-    "PENDING RUNNING REQUEUED REQUEUE_HOLD REQUEUE_FED CONFIGURING COMPLETING RESIZING "
-    "SUSPENDED STAGE_OUT SIGNALING".split()
-)
 
 
 # --- pure pieces: executor parameters, sbatch text (the Ray side: ray_node.py) -----------------
@@ -106,9 +111,11 @@ def _new_executor(
     profile: ClusterProfile,
     folder: str | os.PathLike[str],
     job_name: str,
+    max_num_timeout: int | None = None,
 ) -> submitit.SlurmExecutor:
     python = shlex.quote(profile.python) if profile.python else None
-    ex = cls(folder=folder, max_num_timeout=profile.max_requeues, python=python)
+    timeouts = profile.max_requeues if max_num_timeout is None else max_num_timeout
+    ex = cls(folder=folder, max_num_timeout=timeouts, python=python)
     ex.update_parameters(**executor_parameters(profile, job_name))
     return ex
 
@@ -313,7 +320,84 @@ def submit_sweep(
             "command": command,
         },
     )
+    if prof.worker_jobs:  # once the record names the job they join
+        submit_workers(run, prof.worker_jobs, prof, for_job=str(job.job_id), sweep_name=sweep.name)
     return job
+
+
+def worker_profile(profile: ClusterProfile) -> ClusterProfile:
+    """A worker job's allocation: one node of the profile's shape, for worker_time_limit."""
+    return profile.model_copy(
+        update={"nodes": 1, "time_limit": profile.worker_time_limit or profile.time_limit}
+    )
+
+
+def submit_workers(
+    run_dir: str | os.PathLike[str],
+    jobs: int,
+    profile: ClusterProfile | None = None,
+    *,
+    for_job: str | None = None,
+    sweep_name: str | None = None,
+) -> str:
+    """Submit `jobs` one-node worker jobs (one SLURM array) that join the run's sweep job;
+    record them in run_dir/workers.json and return the array's job id.
+
+    `profile` defaults to the one the sweep's job was submitted with. Refused (SpecError)
+    without a recorded sweep job, or once it has ended: there would be nothing to join.
+    A worker at its time limit is not requeued: its unit is retried on another node.
+    """
+    if jobs < 1:
+        raise SpecError(f"--jobs: {jobs} (a number of worker jobs >= 1)")
+    run = Path(run_dir).resolve()
+    record = read_record(run)
+    if record is None:
+        raise SpecError(
+            f"{run}: no SLURM job recorded (slurm.json missing): submit the sweep first"
+        )
+    head_id = for_job or str(record["job_id"])
+    if for_job is None:
+        state = job_state_now(head_id)
+        if state not in ACTIVE_STATES:
+            raise SpecError(
+                f"{run}: the sweep's SLURM job {head_id} is {state or 'unknown to SLURM'}: "
+                "worker jobs would have nothing to join; run the sweep again to resume it"
+            )
+    prof = profile or ClusterProfile.model_validate(record["profile"])
+    if shutil.which("sbatch") is None:
+        raise SpecError("no `sbatch` on PATH, so SLURM cannot be reached from this machine")
+    name = sweep_name or Path(record.get("sweep_path", "sweep")).stem
+    shape = worker_profile(prof)
+    executor = _new_executor(
+        submitit.SlurmExecutor, shape, run / LOG_SUBDIR / "%j", f"ltsweep-{name}-worker", 0
+    )
+    executor.update_parameters(array_parallelism=jobs)
+    cache = Path(record.get("cache_dir") or run / ".cache")
+    submitted = executor.map_array(WorkerJob(run, cache, prof), list(range(jobs)))
+    array_id = str(submitted[0].job_id).split("_", 1)[0]
+    add_workers(run, array_id, jobs, head_id)
+    return array_id
+
+
+def worker_states(run_dir: str | os.PathLike[str]) -> dict[str, int]:
+    """{SLURM state: how many} over the worker jobs of the run's current sweep job (every
+    task of every array); tasks SLURM no longer knows are counted as "ENDED"."""
+    counts: dict[str, int] = {}
+    current = str((read_record(run_dir) or {}).get("job_id"))
+    for entry in read_workers(run_dir):
+        if str(entry.get("for_job")) != current:  # they joined an earlier job of the run
+            continue
+        lines = _output(["squeue", "-h", "-r", "-j", str(entry["job_id"]), "-o", "%T"])
+        live = [line.strip() for line in lines.splitlines() if line.strip()]
+        if not live:
+            acct = _output(["sacct", "-j", str(entry["job_id"]), "-n", "-X", "-P", "-o", "State"])
+            live = [line.split()[0] for line in acct.splitlines() if line.strip()]
+        for state in live:
+            counts[state] = counts.get(state, 0) + 1
+        missing = int(entry.get("tasks", 0)) - len(live)
+        if missing > 0:
+            counts["ENDED"] = counts.get("ENDED", 0) + missing
+    return counts
 
 
 class JobActive(RuntimeError):
@@ -340,19 +424,12 @@ def job_state(run_dir: str | os.PathLike[str]) -> str | None:
     """SLURM's state of the recorded job (PENDING, RUNNING, COMPLETED, ...), or None if there
     is no record or SLURM does not know the job.
 
-    Asks squeue first: it is the controller's live view, while sacct learns of a state change
-    only when slurmctld has sent it to slurmdbd (seen here: sacct still said PENDING while the
-    job's driver was already running). A job that has left the queue is asked of sacct.
+    (`slurm_nodes.job_state_now`: squeue's live view, then sacct.)
     """
     record = read_record(run_dir)
     if record is None:
         return None
-    jid = str(record["job_id"])
-    lines = _output(["squeue", "-h", "-j", jid, "-o", "%T"]).splitlines()
-    if not lines:
-        lines = _output(["sacct", "-j", jid, "-n", "-X", "-P", "-o", "State"]).splitlines()
-    states = [line.split()[0] for line in lines if line.strip()]
-    return states[-1] if states else None
+    return job_state_now(str(record["job_id"]))
 
 
 def requeue_count(run_dir: str | os.PathLike[str]) -> int:
@@ -370,12 +447,13 @@ def requeue_count(run_dir: str | os.PathLike[str]) -> int:
 
 
 def cancel(run_dir: str | os.PathLike[str]) -> str | None:
-    """scancel the recorded job; return its id (None without a record). Deletes nothing:
-    the results and the cache stay, and a later run resumes from them."""
+    """scancel the recorded job and its worker jobs; return its id (None without a record).
+    Deletes nothing: the results and the cache stay, and a later run resumes from them."""
     record = read_record(run_dir)
     if record is None:
         return None
     jid = str(record["job_id"])
-    subprocess.run(["scancel", jid], check=True, timeout=60)
+    workers = [str(w["job_id"]) for w in read_workers(run_dir)]
+    subprocess.run(["scancel", jid, *workers], check=True, timeout=60)
     update_record(Path(run_dir), cancelled_at=now())
     return jid

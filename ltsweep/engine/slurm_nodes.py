@@ -38,6 +38,29 @@ def slurm_output(argv: list[str]) -> str:
     return done.stdout.strip()
 
 
+#: SLURM states in which a job still holds or waits for nodes
+ACTIVE_STATES = frozenset(
+    "PENDING RUNNING REQUEUED REQUEUE_HOLD REQUEUE_FED CONFIGURING COMPLETING RESIZING "
+    "SUSPENDED STAGE_OUT SIGNALING".split()
+)
+
+
+def job_state_now(job_id: str) -> str | None:
+    """SLURM's state of a job (PENDING, RUNNING, COMPLETED, ...), or None if SLURM does not
+    know it or does not answer.
+
+    Asks squeue first: it is the controller's live view, while sacct learns of a state change
+    only when slurmctld has sent it to slurmdbd (seen here: sacct still said PENDING while the
+    job's driver was already running). A job that has left the queue is asked of sacct.
+    """
+    jid = str(job_id)
+    lines = slurm_output(["squeue", "-h", "-j", jid, "-o", "%T"]).splitlines()
+    if not lines:
+        lines = slurm_output(["sacct", "-j", jid, "-n", "-X", "-P", "-o", "State"]).splitlines()
+    states = [line.split()[0] for line in lines if line.strip()]
+    return states[-1] if states else None
+
+
 def pending_reason(job_id: str) -> str | None:
     """SLURM's reason a pending job waits ("Resources", "Nodes required for job are DOWN,
     DRAINED or ..."), or None for a job that is not pending or has no reason."""

@@ -14,6 +14,8 @@ from ltsweep.store.atomic import write_json
 from ltsweep.sweep.base import SpecError
 
 SLURM_JSON = "slurm.json"
+#: the worker jobs submitted for the run (`ltsweep workers`), written by the submit host only
+WORKERS_JSON = "workers.json"
 LOG_SUBDIR = Path("logs") / "slurm"
 
 
@@ -39,3 +41,26 @@ def update_record(run_dir: Path, **fields: Any) -> None:
 
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def read_workers(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The run's worker jobs, oldest first: [{job_id, tasks, submitted_at, for_job}]; [] if
+    none was submitted. A damaged file is an error naming it (it lists jobs to cancel)."""
+    path = Path(run_dir) / WORKERS_JSON
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as err:
+        raise SpecError(f"{path}: unreadable worker-job record ({type(err).__name__})") from None
+    jobs = data.get("jobs") if isinstance(data, dict) else None
+    if not isinstance(jobs, list) or not all(isinstance(j, dict) and "job_id" in j for j in jobs):
+        raise SpecError(f"{path}: not a worker-job record")
+    return jobs
+
+
+def add_workers(run_dir: Path, job_id: str, tasks: int, for_job: str) -> None:
+    """Record a submitted array of `tasks` worker jobs, joining the sweep's job `for_job`."""
+    jobs = read_workers(run_dir)
+    jobs.append({"job_id": str(job_id), "tasks": tasks, "submitted_at": now(), "for_job": for_job})
+    write_json(run_dir / WORKERS_JSON, {"jobs": jobs})

@@ -2,7 +2,7 @@
 
 Rank 0 starts the Ray head and runs the Ray Tune driver against it; the other ranks join the
 head and wait for the driver's done marker. A worker that cannot reach the head for
-`_HEAD_LOST_S` seconds, or whose own Ray died, leaves; every task first starts a reaper
+`HEAD_LOST_S` seconds, or whose own Ray died, leaves; every task first starts a reaper
 (`engine/reaper.py`) so that its Ray never outlives it, however it ends. On SIGUSR2 (time
 limit, preemption) rank 0 stops scheduling and requeues the job (`checkpoint`).
 """
@@ -41,11 +41,11 @@ from ltsweep.engine.slurm_record import LOG_SUBDIR, now, update_record
 from ltsweep.sweep.cluster_profile import ClusterProfile
 
 AUTH_TOKEN = ".ray-auth-token"
-_HEAD_WAIT_S = 600.0  # how long workers wait for the head (it may be slow to start)
+HEAD_WAIT_S = 600.0  # how long workers wait for the head (it may be slow to start)
 #: a worker node leaves this long after it last reached the head (the README states it): long
 #: enough to ride out a network blip, short enough that a dead head frees its nodes quickly
-_HEAD_LOST_S = 60.0
-_WORKER_POLL_S = 2.0  # how often workers look for the driver's done marker and the head
+HEAD_LOST_S = 60.0
+WORKER_POLL_S = 2.0  # how often workers look for the driver's done marker and the head
 
 Driver = Callable[..., dict]
 
@@ -77,6 +77,22 @@ def ray_auth_env(run_dir: str | os.PathLike[str]) -> dict[str, str]:
 
 def _log(msg: str) -> None:
     print(f"[ltsweep.slurm {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def start_ray(argv: list[str], give_up: Callable[[], bool], log: Callable[[str], None]) -> None:
+    """Run `ray start` to its end, killing it once `give_up()` is true or after 300 s;
+    CalledProcessError unless it succeeded."""
+    log("starting Ray: " + shlex.join(argv))
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None:
+        if give_up() or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            break
+        time.sleep(0.5)
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, argv)
 
 
 # --- the submitted callable ------------------------------------------------------------------------
@@ -136,11 +152,11 @@ class SweepJob(Checkpointable):
         self._restart = restart
         self._done_marker = None  # set by a worker once it knows the marker; never the head
         done_marker = self.run_dir / LOG_SUBDIR / job_id / f"driver-done.{restart}"
-        if len(hostnames) == 1:
-            head_ip, node_ip = "127.0.0.1", None  # Ray maps loopback to its own address
-        else:
-            head_ip = routable_ip(hostnames[0]) or hostnames[0]
-            node_ip = routable_ip(hostnames[rank])
+        # The head binds an address other hosts reach, also in a one-node job: worker jobs
+        # (`ltsweep workers`) join it from their own nodes. A host whose name resolves only to
+        # loopback keeps Ray on loopback, where only this host's jobs can join.
+        node_ip = routable_ip(hostnames[rank])
+        head_ip = routable_ip(hostnames[0]) or (hostnames[0] if len(hostnames) > 1 else "127.0.0.1")
         try:  # Ray is told the GPUs this node really has, and none is a failure at once
             gpus = node_gpus(self.profile)
         except NodeWithoutGpus as err:
@@ -177,18 +193,8 @@ class SweepJob(Checkpointable):
     def _start_ray(self, argv: list[str]) -> None:
         """Run `ray start`; on a worker, give up at once when the driver's done marker appears
         (a head that finished while this node joined would leave `ray start` retrying)."""
-        _log("starting Ray: " + shlex.join(argv))
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 300
-        while proc.poll() is None:
-            marker = self._done_marker
-            if (marker is not None and marker.exists()) or time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                break
-            time.sleep(0.5)
-        if proc.returncode != 0:
-            raise subprocess.CalledProcessError(proc.returncode, argv)
+        marker = self._done_marker
+        start_ray(argv, give_up=lambda: marker is not None and marker.exists(), log=_log)
 
     def _run_head(
         self, job_id: str, hostnames: list[str], restart: int, argv: list[str], address: str
@@ -236,14 +242,14 @@ class SweepJob(Checkpointable):
             box["error"] = err
 
     def _run_worker(self, argv: list[str], head: str, port: int, done_marker: Path) -> None:
-        deadline = time.monotonic() + _HEAD_WAIT_S
-        while not wait_reachable(head, port, _WORKER_POLL_S):
+        deadline = time.monotonic() + HEAD_WAIT_S
+        while not wait_reachable(head, port, WORKER_POLL_S):
             if done_marker.exists():
                 _log("the driver finished before this node joined; leaving")
                 return  # it had nothing (left) to do
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"the Ray head {head}:{port} was not reachable in {_HEAD_WAIT_S}s"
+                    f"the Ray head {head}:{port} was not reachable in {HEAD_WAIT_S}s"
                 )
         self._done_marker = done_marker
         try:
@@ -265,10 +271,10 @@ class SweepJob(Checkpointable):
                 lost_since = None
             elif lost_since is None:
                 lost_since = time.monotonic()
-            elif time.monotonic() - lost_since > _HEAD_LOST_S:
-                _log(f"the Ray head {head}:{port} is gone for {_HEAD_LOST_S:.0f}s; leaving")
+            elif time.monotonic() - lost_since > HEAD_LOST_S:
+                _log(f"the Ray head {head}:{port} is gone for {HEAD_LOST_S:.0f}s; leaving")
                 return
-            time.sleep(_WORKER_POLL_S)
+            time.sleep(WORKER_POLL_S)
 
     def _watch_head(self, job_id: str, hostnames: list[str], rank: int) -> None:
         """Under no_kill SLURM keeps a job whose first node failed, headless, until its time

@@ -63,9 +63,16 @@ class ProgressCallback(Callback):
     ) -> None:
         self.progress, self.run_dir, self.stream = progress, run_dir, stream
         self.active: dict[str, tuple[str, int, float]] = {}  # trial id -> (stage, units, start)
+        self.pending = 0  # trials waiting for a node: worker jobs with none to run leave
 
     def __getstate__(self) -> dict:
-        return {"progress": None, "run_dir": self.run_dir, "stream": None, "active": {}}
+        return {
+            "progress": None,
+            "run_dir": self.run_dir,
+            "stream": None,
+            "active": {},
+            "pending": 0,
+        }
 
     def _say_failed(self, trial) -> None:
         message = (trial.last_result or {}).get(FAILED)
@@ -82,7 +89,14 @@ class ProgressCallback(Callback):
         counts: dict[str, int] = {}
         for stage, n, _ in self.active.values():
             counts[stage] = counts.get(stage, 0) + n
-        heartbeat(self.run_dir, running=True, counts=counts)
+        heartbeat(self.run_dir, running=True, counts=counts, pending=self.pending)
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        """The heartbeat carries how many trials wait for a node, written when it changes."""
+        pending = sum(1 for t in trials if t.status == "PENDING")
+        if pending != self.pending:
+            self.pending = pending
+            self._beat()
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         if trial.trial_id in self.active:  # restarted after its worker was lost

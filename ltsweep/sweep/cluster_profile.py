@@ -50,7 +50,7 @@ _MANAGED_SBATCH = {
     "signal": "signal_delay_s",
     "no-kill": "no_kill",
     "k": "no_kill",
-    "array": "(a sweep is one job)",
+    "array": "worker_jobs (a sweep's worker jobs are one array)",
     "job-name": "(derived from the sweep name)",
     "J": "(derived from the sweep name)",
 }
@@ -94,7 +94,9 @@ SbatchOption = Annotated[str, BeforeValidator(_sbatch_option)]
 
 
 class ClusterProfile(Strict):
-    """One SLURM allocation for a whole sweep: N nodes, one task (and one Ray node) each."""
+    """The SLURM allocations of a sweep: its job of N nodes, one task (and one Ray node) each,
+    whose first node runs the Ray head and the driver, and optional one-node worker jobs that
+    join that Ray cluster while it runs."""
 
     partition: str = Field(min_length=1, description="SLURM partition (sbatch --partition)")
     account: str | None = Field(None, description="sbatch --account, if the site needs one")
@@ -125,6 +127,24 @@ class ClusterProfile(Strict):
         "sweep goes on with the nodes left and retries the lost node's units there; the first "
         "node (Ray head and driver) stays the job's single point of failure. false: SLURM ends "
         "(and requeues) the whole job on any node failure",
+    )
+    worker_jobs: int = Field(
+        0,
+        ge=0,
+        description="one-node worker jobs submitted with the sweep's job: each joins its Ray "
+        "cluster, takes units, and leaves when there is no work, at its time limit, or when "
+        "the head is gone (`ltsweep workers RUN --jobs N` adds more later)",
+    )
+    worker_time_limit: Minutes | None = Field(
+        None,
+        description="time limit of each worker job, minutes or '[D-]HH:MM:SS' (default: "
+        "time_limit); short ones start sooner in a busy queue, and their units are retried",
+    )
+    worker_idle_s: int = Field(
+        120,
+        ge=10,
+        description="a worker job leaves after this many seconds with no unit of its own while "
+        "the driver has none waiting to start",
     )
     signal_delay_s: int = Field(
         120, ge=10, description="SIGUSR2 this long before the time limit: the time to stop cleanly"

@@ -337,7 +337,7 @@ def test_worker_waits_for_the_driver_or_a_lost_head(
     job = slurm.SweepJob(Sweep(name="t"), tmp_path, tmp_path / "cache", prof)
     started: list[list[str]] = []
     monkeypatch.setattr(job, "_start_ray", started.append)
-    monkeypatch.setattr(sweep_job, "_WORKER_POLL_S", 0.05)
+    monkeypatch.setattr(sweep_job, "WORKER_POLL_S", 0.05)
     reachable = [True]
     monkeypatch.setattr(sweep_job, "reachable", lambda host, port: reachable[0])
     monkeypatch.setattr(sweep_job, "wait_reachable", lambda host, port, timeout_s: True)
@@ -347,7 +347,7 @@ def test_worker_waits_for_the_driver_or_a_lost_head(
     assert started == [["ray", "start"]] and marker.exists()
 
     reachable[0] = False
-    monkeypatch.setattr(sweep_job, "_HEAD_LOST_S", 0.2)
+    monkeypatch.setattr(sweep_job, "HEAD_LOST_S", 0.2)
     job._run_worker(["ray", "start"], "head", 1234, tmp_path / "never")  # head gone: leaves
 
 

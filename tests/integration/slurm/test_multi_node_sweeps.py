@@ -236,9 +236,9 @@ def test_a_killed_head_fails_clearly_and_a_new_submission_finishes(nodes, shared
         t_kill = time.monotonic()
         for pid in task + raylet:
             os.kill(pid, signal.SIGKILL)
-        state = wait_for_end(run_dir, timeout_s=sweep_job._HEAD_LOST_S + 90)
+        state = wait_for_end(run_dir, timeout_s=sweep_job.HEAD_LOST_S + 90)
         # the workers left within their grace time, so the job ended soon after
-        assert time.monotonic() - t_kill < sweep_job._HEAD_LOST_S + 60
+        assert time.monotonic() - t_kill < sweep_job.HEAD_LOST_S + 60
         assert state in ("FAILED", "COMPLETED", "CANCELLED") or state.startswith("NODE")
     assert_no_ray_left(nodes, job_id)
     status = ltsweep_cmd("status", str(run_dir), cwd=shared_dir)
@@ -365,7 +365,7 @@ def test_workers_leave_within_their_grace_when_they_lose_the_head(nodes, shared_
             for rule in rules:
                 subprocess.run([*iptables, "-I", *rule], check=True, timeout=30)
             t_cut = time.monotonic()
-            grace = sweep_job._HEAD_LOST_S + 3 * sweep_job._WORKER_POLL_S + 15
+            grace = sweep_job.HEAD_LOST_S + 3 * sweep_job.WORKER_POLL_S + 15
             wait_until(
                 lambda: not any(_worker_tasks(n) or job_ray_pids(n, job_id) for n in workers),
                 grace,
