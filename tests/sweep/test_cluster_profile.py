@@ -56,8 +56,11 @@ def test_shipped_profiles_load() -> None:
         2,
     )
     assert local.time_limit <= 60
-    example = load_profile(CLUSTER / "slurm.yaml")
-    assert (example.nodes, example.gpus_per_node) == (4, 4)
+    example = load_profile(CLUSTER / "slurm.yaml")  # a one-node sweep job + 3 worker jobs
+    assert (example.nodes, example.worker_jobs, example.gpus_per_node) == (1, 3, 4)
+    workers = load_profile(CLUSTER / "local-workers.yaml")
+    assert (workers.nodes, workers.worker_jobs, workers.cpus_per_node) == (1, 2, 1)
+    assert workers.mem_gb is not None and 2 * workers.mem_gb * 1000 > 6000  # a job per node
 
 
 @pytest.mark.parametrize(
