@@ -19,6 +19,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -198,30 +199,34 @@ def check_shared_folders(
     profile: ClusterProfile,
     warn: Callable[[str], None] | None = None,
 ) -> None:
-    """The run folder and the cache must be seen by every node of the job.
+    """The run folder, the cache and the nodes' python must be seen by every node of the job.
 
-    A folder under a node-local path (`node_local_root`) is refused for a job of several
-    nodes: each node would see its own empty folder, the job would fail without a word where
-    the user looks (SLURM cannot even write the job's log there), and its rows would be lost.
-    A one-node job may run on this very machine (a one-node test cluster does), so there it
-    is a warning through `warn`.
+    A path under a node-local folder (`node_local_root`) is refused for a sweep of several
+    nodes (a job of several, or worker jobs): each node would see its own empty folder, or no
+    python at all, the job would fail without a word where the user looks (SLURM cannot even
+    write the job's log there), and its rows would be lost. A one-node job may run on this
+    very machine (a one-node test cluster does), so there it is a warning through `warn`.
     """
+    python = profile.python or sys.executable
+    checked = [("--run-dir", run_dir), ("--cache-dir (or LTSWEEP_CACHE)", cache_dir)]
+    if os.path.isabs(python):
+        checked.append(("python (the profile's `python`, or the one that submits)", Path(python)))
     local = [
         (what, path, root)
-        for what, path in (("--run-dir", run_dir), ("--cache-dir (or LTSWEEP_CACHE)", cache_dir))
+        for what, path in checked
         for root in [node_local_root(path)]
         if root is not None
     ]
     if not local:
         return
     what, path, root = local[0]
-    also = f" (so is the cache, {local[1][1]})" if len(local) > 1 else ""
+    also = f" (so is {local[1][1]})" if len(local) > 1 else ""
     line = (
         f"{what}: {path} is under {root}, which each node of a SLURM job has for itself{also}: "
         "the job's nodes cannot see it; put it on a shared filesystem every node mounts "
         "(a home, project or scratch folder)"
     )
-    if profile.nodes > 1:
+    if profile.nodes > 1 or profile.worker_jobs > 0:
         raise SpecError(line)
     if warn is not None:
         warn(f"warning: {line}, unless the job runs on this machine")
@@ -366,13 +371,14 @@ def submit_workers(
     prof = profile or ClusterProfile.model_validate(record["profile"])
     if shutil.which("sbatch") is None:
         raise SpecError("no `sbatch` on PATH, so SLURM cannot be reached from this machine")
+    cache = Path(record.get("cache_dir") or run / ".cache")
+    check_shared_folders(run, cache, prof.model_copy(update={"worker_jobs": jobs}))
     name = sweep_name or Path(record.get("sweep_path", "sweep")).stem
     shape = worker_profile(prof)
     executor = _new_executor(
         submitit.SlurmExecutor, shape, run / LOG_SUBDIR / "%j", f"ltsweep-{name}-worker", 0
     )
     executor.update_parameters(array_parallelism=jobs)
-    cache = Path(record.get("cache_dir") or run / ".cache")
     submitted = executor.map_array(WorkerJob(run, cache, prof), list(range(jobs)))
     array_id = str(submitted[0].job_id).split("_", 1)[0]
     add_workers(run, array_id, jobs, head_id)

@@ -53,11 +53,31 @@ def test_a_multi_node_job_refuses_a_node_local_run_folder_in_one_line():
     line = str(err.value)
     assert "\n" not in line
     assert line.startswith("--run-dir: /tmp/x is under /tmp, which each node of a SLURM job")
-    assert "(so is the cache, /tmp/.cache)" in line
+    assert "(so is /tmp/.cache)" in line
     assert "put it on a shared filesystem" in line
     with pytest.raises(SpecError, match=r"^--cache-dir \(or LTSWEEP_CACHE\): /dev/shm/c is"):
         slurm.check_shared_folders(Path("/home/u/run"), Path("/dev/shm/c"), profile)
     slurm.check_shared_folders(Path("/home/u/run"), Path("/home/u/.cache"), profile)
+
+
+@pytest.mark.usefixtures("mounts")
+def test_worker_jobs_make_a_one_node_job_a_sweep_of_several_nodes():
+    profile = load_profile(NODES_PROFILE).model_copy(update={"nodes": 1, "worker_jobs": 2})
+    with pytest.raises(SpecError, match=r"^--run-dir: /tmp/x is under /tmp"):
+        slurm.check_shared_folders(Path("/tmp/x"), Path("/home/u/.cache"), profile)
+
+
+@pytest.mark.usefixtures("mounts")
+def test_a_python_the_nodes_cannot_see_is_refused(monkeypatch):
+    """A venv under /tmp on the submitting machine does not exist on the job's nodes."""
+    profile = load_profile(NODES_PROFILE)
+    monkeypatch.setattr(slurm.sys, "executable", "/tmp/venv/bin/python")
+    with pytest.raises(SpecError, match=r"^python \(the profile's `python`, or the one that "):
+        slurm.check_shared_folders(Path("/home/u/run"), Path("/home/u/.cache"), profile)
+    shared = profile.model_copy(update={"python": "/home/u/venv/bin/python"})
+    slurm.check_shared_folders(Path("/home/u/run"), Path("/home/u/.cache"), shared)
+    on_path = profile.model_copy(update={"python": "python3"})  # found on each node's PATH
+    slurm.check_shared_folders(Path("/home/u/run"), Path("/home/u/.cache"), on_path)
 
 
 @pytest.mark.usefixtures("mounts")
