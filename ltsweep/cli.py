@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 
 from ltsweep.engine.local_checks import check_address, check_cpus, check_gpu
+from ltsweep.engine.slurm_record import read_workers
 from ltsweep.planning.describe import describe_plan
 from ltsweep.planning.gpu_budget import check_gpu_memory
 from ltsweep.planning.preflight import (
@@ -193,9 +194,11 @@ def _run_on_cluster(args: argparse.Namespace, sweep: Sweep, run_dir: Path, cache
             file=sys.stderr,
         )
         return 1
+    workers = [w for w in read_workers(run_dir) if w.get("for_job") == str(job.job_id)]
+    joined = "".join(f" and {w['tasks']} worker job(s) (array {w['job_id']})" for w in workers)
     print(
-        f"ltsweep: submitted SLURM job {job.job_id}; logs in {run_dir / 'logs' / 'slurm'}; "
-        f"follow with `ltsweep status {run_dir}`"
+        f"ltsweep: submitted SLURM job {job.job_id}{joined}; logs in "
+        f"{run_dir / 'logs' / 'slurm'}; follow with `ltsweep status {run_dir}`"
     )
     if args.wait:
         job.wait()  # the driver's result is written; SLURM may still be ending the job:

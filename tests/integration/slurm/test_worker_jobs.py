@@ -61,10 +61,12 @@ def test_a_head_job_and_two_worker_jobs_give_the_local_rows(nodes, tmp_path):
     )
     assert local.returncode == 0, local.stderr
     run_dir = tmp_path / "run"
-    assert submit(sweep_file, run_dir, profile=PROFILE).returncode == 0
+    submitted = submit(sweep_file, run_dir, profile=PROFILE)
+    assert submitted.returncode == 0, submitted.stderr
     job_id = job_id_of(run_dir)
     (workers,) = read_workers(run_dir)
     array_id = workers["job_id"]
+    assert f"job {job_id} and 2 worker job(s) (array {array_id})" in submitted.stdout
     assert workers["tasks"] == 2 and workers["for_job"] == job_id
     try:
         busy = wait_until(
