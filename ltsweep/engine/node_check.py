@@ -438,6 +438,10 @@ def check_this_node(
     lines = done.stdout.splitlines()
     for line in lines:
         log(f"node check on {host}: {line}")
+    if done.returncode < 0:  # killed: the job is ending (another node failed, a cancel)
+        raise NodeCheckFailed(
+            f"node check on {host} stopped by signal {-done.returncode}: the job is ending"
+        )
     if done.returncode != 0:
         failing = [line for line in lines if line[_NAME_W:].split()[:1] == [FAIL]]
         last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
@@ -445,7 +449,9 @@ def check_this_node(
 
 
 def failed_node(job_log_dir: Path) -> str | None:
-    """The first "node check failed on NODE: ..." line in a job's task logs, or None."""
+    """The first "node check failed on NODE: ..." line in a job's task logs, or None. A node
+    whose check was only stopped, because the job ended for another node's failure, says
+    "stopped by signal" instead, and is not the one named."""
     needle = "node check failed on "
     for log in sorted(Path(job_log_dir).glob("*_log.err")):
         try:
