@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-from ltsweep.engine import slurm
+from ltsweep.engine import slurm, slurm_nodes
 from ltsweep.engine.slurm_record import read_workers
-from tests.helpers import REPO, ltsweep_cmd, wait_until
+from tests.helpers import REPO, job_fields, ltsweep_cmd, wait_until
 from tests.integration.slurm.test_multi_node_sweeps import (
     COLUMNS,
+    assert_complete,
     assert_no_ray_left,
     job_id_of,
     node_pids,
@@ -122,3 +124,44 @@ def test_worker_jobs_after_the_sweep_ended_are_refused_or_leave_at_once(nodes, t
         log = _worker_log(run_dir, task)
         assert f"leaves at once: the sweep's job {job_id} is COMPLETED" in log, log
         assert "joining the Ray head" not in log and "node check" not in log
+
+
+def test_a_worker_job_at_its_time_limit_leaves_and_is_not_requeued(nodes, tmp_path):
+    """A one-minute worker job joins, then its time limit comes (SIGUSR2 20 s before the end,
+    at slurmctld's next 30 s pass, possibly with the kill itself): it stops its Ray and is not
+    requeued (submitit: timed out, not checkpointable). What it ran is retried on the sweep
+    job's node, and the sweep ends COMPLETED with every row."""
+    sweep_file = three_pretrain_sweep(tmp_path)
+    spec = yaml.safe_load(sweep_file.read_text())
+    spec["ssl"]["simsiam"]["epochs"] = 60  # pre-trains that outlast the worker's minute
+    sweep_file.write_text(yaml.safe_dump(spec))
+    profile = yaml.safe_load(PROFILE.read_text())
+    profile.update(worker_jobs=1, worker_time_limit=1, signal_delay_s=20)  # after it joins
+    profile_file = tmp_path / "short-workers.yaml"
+    profile_file.write_text(yaml.safe_dump(profile))
+    run_dir = tmp_path / "run"
+    assert submit(sweep_file, run_dir, profile=profile_file).returncode == 0
+    job_id = job_id_of(run_dir)
+    array = read_workers(run_dir)[0]["job_id"]  # one task: SLURM names it by the array's id
+    task = array
+    try:
+        running = wait_until(
+            lambda: [t for t, (state, _) in _tasks(array).items() if state == "RUNNING"],
+            300,
+            "the worker job to start",
+        )
+        (task,) = running
+        wait_until(lambda: task not in _tasks(array), 300, "the worker's time limit")
+        assert slurm.job_state(run_dir) == "RUNNING"  # the sweep goes on without it
+        assert wait_for_end(run_dir) == "COMPLETED"
+    finally:
+        subprocess.run(["scancel", job_id, task], capture_output=True, timeout=30)
+    assert job_fields(task).get("Restarts", "0") == "0"  # SLURM still knows it: not requeued
+    log = "".join(p.read_text() for p in (run_dir / "logs" / "slurm" / task).glob("*_log.*"))
+    assert "joining the Ray head" in log
+    if "Caught signal SIGUSR2" in log:  # else SLURM's pass sent the signal with the kill
+        assert "this job is timed-out" in log and "Job not requeued because: timed-out" in log
+    assert slurm_nodes.job_state_now(task) in ("TIMEOUT", "FAILED")
+    assert_complete(sweep_file, run_dir)
+    for job in (job_id, task):
+        assert_no_ray_left(nodes, job)
