@@ -252,10 +252,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     except (OSError, subprocess.SubprocessError) as err:
         print(f"ltsweep: error: scancel failed: {one_line(str(err), 300)}", file=sys.stderr)
         return 1
-    print(
-        f"ltsweep: cancelled SLURM job {job_id} and its worker jobs; stored results in "
-        f"{run_dir} are kept"
-    )
+    workers = " and its worker jobs" if read_workers(run_dir) else ""
+    print(f"ltsweep: cancelled SLURM job {job_id}{workers}; stored results in {run_dir} are kept")
     return 0
 
 
