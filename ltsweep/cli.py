@@ -163,6 +163,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if summary.get("failed", {}).get("trials") else 0
 
 
+def _submit_failed(err: Exception) -> int:
+    """One line for a submission SLURM refused or could not take (sbatch's last line)."""
+    first = one_line(str(err).strip().splitlines()[-1] if str(err).strip() else "", 300)
+    print(
+        f"ltsweep: error: cannot submit to SLURM ({type(err).__name__}: {first}); "
+        "is SLURM reachable from here (`sinfo`)?",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def _run_on_cluster(args: argparse.Namespace, sweep: Sweep, run_dir: Path, cache_dir: Path) -> int:
     from ltsweep.engine import slurm  # submitit: only with a SLURM job
 
@@ -187,13 +198,7 @@ def _run_on_cluster(args: argparse.Namespace, sweep: Sweep, run_dir: Path, cache
     except SpecError:
         raise
     except Exception as err:  # noqa: BLE001 - sbatch missing, controller down, refused job
-        first = one_line(str(err).strip().splitlines()[-1] if str(err).strip() else "", 300)
-        print(
-            f"ltsweep: error: cannot submit to SLURM ({type(err).__name__}: {first}); "
-            "is SLURM reachable from here (`sinfo`)?",
-            file=sys.stderr,
-        )
-        return 1
+        return _submit_failed(err)
     workers = [w for w in read_workers(run_dir) if w.get("for_job") == str(job.job_id)]
     joined = "".join(f" and {w['tasks']} worker job(s) (array {w['job_id']})" for w in workers)
     print(
@@ -271,12 +276,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
     except SpecError:
         raise
     except Exception as err:  # noqa: BLE001 - controller down, refused job
-        first = one_line(str(err).strip().splitlines()[-1] if str(err).strip() else "", 300)
-        print(
-            f"ltsweep: error: cannot submit to SLURM ({type(err).__name__}: {first})",
-            file=sys.stderr,
-        )
-        return 1
+        return _submit_failed(err)
     print(
         f"ltsweep: submitted {args.jobs} worker job(s) as SLURM array {array_id}; they join the "
         f"sweep's Ray cluster and leave when it has no work; follow with `ltsweep status {run_dir}`"

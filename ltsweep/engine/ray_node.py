@@ -225,12 +225,18 @@ def _net_namespace(pid: str) -> str | None:
         return None
 
 
-def job_ray_pids(job_id: str, restart: int | None = None, node_of: str = "self") -> set[int]:
+def job_ray_pids(
+    job_id: str,
+    restart: int | None = None,
+    node_of: str = "self",
+    table: dict[int, tuple[int, str, bytes]] | None = None,
+) -> set[int]:
     """Processes whose command line names the job's Ray temp dir (of one run, or of every
     run of the job when `restart` is None), and their descendants (workers and agents rename
     themselves `ray::...`). Never another job's Ray, unlike `ray stop`, which kills every Ray
-    on the node. `node_of`: a pid on the node to look at (default: this process's node)."""
-    table = _proc_table(node_of)
+    on the node. `node_of`: a pid on the node to look at (default: this process's node);
+    `table`: a `_proc_table` already read, instead of reading /proc again."""
+    table = _proc_table(node_of) if table is None else table
     base = ray_temp_dir(job_id).encode()
     if restart is None:  # every run: /tmp/ltsweep-ray-123/ and /tmp/ltsweep-ray-123.r2/
         keys: tuple[bytes, ...] = (base + b"/", base + b"\0", base + b".r")
@@ -271,8 +277,7 @@ def running_units(job_id: str, restart: int) -> bool:
     table = _proc_table()
     return any(
         table[pid][2].startswith(b"ray::ImplicitFunc.train")
-        for pid in job_ray_pids(job_id, restart)
-        if pid in table
+        for pid in job_ray_pids(job_id, restart, table=table)
     )
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import submitit
 
+from ltsweep.engine import slurm_nodes
 from ltsweep.engine.ray_node import ray_ports, render_node_bootstrap, stop_job_ray
 from ltsweep.engine.slurm_nodes import ACTIVE_STATES, job_state_now
 from ltsweep.engine.slurm_record import (
@@ -393,10 +394,14 @@ def worker_states(run_dir: str | os.PathLike[str]) -> dict[str, int]:
     for entry in read_workers(run_dir):
         if str(entry.get("for_job")) != current:  # they joined an earlier job of the run
             continue
-        lines = _output(["squeue", "-h", "-r", "-j", str(entry["job_id"]), "-o", "%T"])
+        lines = slurm_nodes.slurm_output(
+            ["squeue", "-h", "-r", "-j", str(entry["job_id"]), "-o", "%T"]
+        )
         live = [line.strip() for line in lines.splitlines() if line.strip()]
         if not live:
-            acct = _output(["sacct", "-j", str(entry["job_id"]), "-n", "-X", "-P", "-o", "State"])
+            acct = slurm_nodes.slurm_output(
+                ["sacct", "-j", str(entry["job_id"]), "-n", "-X", "-P", "-o", "State"]
+            )
             live = [line.split()[0] for line in acct.splitlines() if line.strip()]
         for state in live:
             counts[state] = counts.get(state, 0) + 1
@@ -416,14 +421,6 @@ def load_job(run_dir: str | os.PathLike[str]) -> submitit.Job[Any] | None:
     if record is None:
         return None
     return submitit.SlurmJob(folder=record["log_folder"], job_id=str(record["job_id"]))
-
-
-def _output(argv: list[str]) -> str:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return done.stdout.strip()
 
 
 def job_state(run_dir: str | os.PathLike[str]) -> str | None:
@@ -446,7 +443,7 @@ def requeue_count(run_dir: str | os.PathLike[str]) -> int:
     record = read_record(run_dir) or {}
     if not record:
         return 0
-    shown = _output(["scontrol", "-o", "show", "job", str(record["job_id"])])
+    shown = slurm_nodes.slurm_output(["scontrol", "-o", "show", "job", str(record["job_id"])])
     live = [int(w.split("=", 1)[1]) for w in shown.split() if w.startswith("Restarts=")]
     stored = max(int(record.get("restart_count", 0)), int(record.get("requeues", 0)))
     return max(live + [stored])

@@ -49,6 +49,10 @@ from ltsweep.engine.slurm_nodes import ACTIVE_STATES, job_state_now
 from ltsweep.engine.slurm_record import LOG_SUBDIR, read_record
 from ltsweep.sweep.cluster_profile import ClusterProfile
 
+#: how often a waiting worker asks SLURM whether the sweep's job still runs: a site's
+#: controller serves every worker's squeue, so not at each 2 s poll of the run folder
+STATE_POLL_S = 30.0
+
 
 def _log(msg: str) -> None:
     print(f"[ltsweep.worker {time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -132,11 +136,14 @@ class WorkerJob:
         """Join each run of the sweep's head in turn, until there is nothing left to join."""
         served: Head | None = None
         deadline = time.monotonic() + members.HEAD_WAIT_S
+        asked = time.monotonic()  # __call__ has just asked SLURM
         while True:
             head = read_head(self.run_dir)
-            over = self._sweep_over(head)
-            if over:
-                return over
+            if time.monotonic() - asked >= STATE_POLL_S:
+                asked = time.monotonic()
+                over = self._sweep_over(head)
+                if over:
+                    return over
             if head is not None:
                 fresh = (
                     head.address and head != served and not head.done_marker(self.run_dir).exists()

@@ -35,7 +35,6 @@ def fake_slurm(monkeypatch, *, state: str, reason: str = "None", nodes: dict, re
             return "\n".join(f"{n} {s}" for n, s in nodes.items())
         return ""
 
-    monkeypatch.setattr(slurm, "_output", answer)
     monkeypatch.setattr(slurm_nodes, "slurm_output", answer)
 
 
@@ -105,7 +104,6 @@ def test_a_job_waiting_for_resources_is_given_no_command(monkeypatch, tmp_path):
 
 
 def test_a_silent_slurm_changes_nothing(monkeypatch, tmp_path):
-    monkeypatch.setattr(slurm, "_output", lambda argv: "")
     monkeypatch.setattr(slurm_nodes, "slurm_output", lambda argv: "")
     text = status(run_folder(tmp_path), tmp_path)
     assert "SLURM job 42: unknown" in text and "nodes down" not in text

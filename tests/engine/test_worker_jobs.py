@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ltsweep.engine import slurm, slurm_record, sweep_job, worker_job
+from ltsweep.engine import slurm, slurm_nodes, slurm_record, sweep_job, worker_job
 from ltsweep.engine.driver_process import heartbeat
 from ltsweep.engine.ray_node import ray_ports, render_node_bootstrap
 from ltsweep.engine.tune_callbacks import ProgressCallback
@@ -281,7 +281,7 @@ def test_status_counts_the_worker_jobs_of_the_current_sweep_job(tmp_path, monkey
             return "RUNNING\nPENDING"
         return ""
 
-    monkeypatch.setattr(slurm, "_output", output)
+    monkeypatch.setattr(slurm_nodes, "slurm_output", output)
     states = slurm.worker_states(tmp_path)
     assert states == {"RUNNING": 1, "PENDING": 1, "ENDED": 1}
     line = _slurm_line(
