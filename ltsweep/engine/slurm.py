@@ -456,7 +456,10 @@ def cancel(run_dir: str | os.PathLike[str]) -> str | None:
     if record is None:
         return None
     jid = str(record["job_id"])
-    workers = [str(w["job_id"]) for w in read_workers(run_dir)]
+    try:
+        workers = [str(w["job_id"]) for w in read_workers(run_dir)]
+    except SpecError:  # a damaged worker record must not keep the sweep's job running
+        workers = []
     subprocess.run(["scancel", jid, *workers], check=True, timeout=60)
     update_record(Path(run_dir), cancelled_at=now())
     return jid

@@ -305,7 +305,11 @@ def test_cancel_stops_the_worker_jobs_too(tmp_path, monkeypatch):
     assert ran == [["scancel", "7", "8"]]
 
 
-def test_a_damaged_worker_record_is_named(tmp_path):
+def test_a_damaged_worker_record_is_named(tmp_path, monkeypatch):
     (tmp_path / "workers.json").write_text("[1, 2")
     with pytest.raises(SpecError, match="workers.json: unreadable worker-job record"):
         slurm_record.read_workers(tmp_path)
+    record(tmp_path)  # ... and cancel still stops the sweep's job
+    ran: list[list[str]] = []
+    monkeypatch.setattr(slurm.subprocess, "run", lambda argv, **kw: ran.append(argv))
+    assert slurm.cancel(tmp_path) == "7" and ran == [["scancel", "7"]]
