@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import submitit
+from submitit.core.utils import UncompletedJobError
 
 from ltsweep.engine import sweep_job as members
 from ltsweep.engine.node_check import check_this_node
@@ -127,6 +128,9 @@ class WorkerJob:
         spawn_reaper(job_id, restart, self.run_dir / LOG_SUBDIR / job_id / "reaper.log")
         try:
             why = self._serve_heads(job_id, restart, gpus)
+        except UncompletedJobError:  # submitit's SIGUSR2 handler: the time limit is near
+            _log(f"worker job {job_id} on {env.hostname} leaves at its time limit (not requeued)")
+            raise
         finally:
             stop_job_ray(job_id, restart=restart)
         _log(f"worker job {job_id} on {env.hostname} leaves: {why}")

@@ -166,6 +166,29 @@ def test_a_late_worker_leaves_at_once_without_the_node_check(tmp_path, node, mon
     )
 
 
+def test_a_worker_at_its_time_limit_says_so_and_stops_its_ray(tmp_path, node, monkeypatch, capsys):
+    """submitit's SIGUSR2 handler raises in the serving loop (a timed-out job that is not
+    checkpointable): the worker names why it leaves, stops its Ray, and lets submitit end
+    the job without a requeue."""
+    record(tmp_path, ray_address=HEAD.address)
+    env = SimpleNamespace(job_id="9_0", hostname="n2")
+    monkeypatch.setattr(worker_job.submitit, "JobEnvironment", lambda: env)
+    monkeypatch.setattr(worker_job, "check_this_node", lambda *a, **kw: None)
+    monkeypatch.setattr(worker_job, "node_gpus", lambda profile: 0)
+    monkeypatch.setattr(worker_job, "spawn_reaper", lambda *a: None)
+    stopped = []
+    monkeypatch.setattr(worker_job, "stop_job_ray", lambda job, **kw: stopped.append(job))
+
+    def timed_out(*a):
+        raise worker_job.UncompletedJobError("Job not requeued because: timed-out.")
+
+    monkeypatch.setattr(WorkerJob, "_serve_heads", timed_out)
+    with pytest.raises(worker_job.UncompletedJobError):
+        WorkerJob(tmp_path, tmp_path, PROFILE)()
+    assert stopped == ["9_0"]
+    assert "worker job 9_0 on n2 leaves at its time limit (not requeued)" in capsys.readouterr().out
+
+
 def test_a_head_that_ends_while_the_worker_joins_is_no_failure(tmp_path, node, clock, monkeypatch):
     record(tmp_path, ray_address=HEAD.address)
     marker = HEAD.done_marker(tmp_path)

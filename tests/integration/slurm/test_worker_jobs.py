@@ -127,16 +127,20 @@ def test_worker_jobs_after_the_sweep_ended_are_refused_or_leave_at_once(nodes, t
 
 
 def test_a_worker_job_at_its_time_limit_leaves_and_is_not_requeued(nodes, tmp_path):
-    """A one-minute worker job joins, then its time limit comes (SIGUSR2 20 s before the end,
-    at slurmctld's next 30 s pass, possibly with the kill itself): it stops its Ray and is not
+    """A worker job runs a unit when its time limit comes: it stops its Ray and is not
     requeued (submitit: timed out, not checkpointable). What it ran is retried on the sweep
-    job's node, and the sweep ends COMPLETED with every row."""
+    job's node, and the sweep ends COMPLETED with every row.
+
+    SLURM may send the warning signal up to a minute before `signal_delay_s` says, so a
+    worker submitted with a one-minute limit can be warned before it has joined. The limit
+    is therefore cut to one minute (`scontrol update`) only once the worker runs a unit:
+    SLURM then signals it at its next pass, or kills it with the limit."""
     sweep_file = three_pretrain_sweep(tmp_path)
     spec = yaml.safe_load(sweep_file.read_text())
-    spec["ssl"]["simsiam"]["epochs"] = 60  # pre-trains that outlast the worker's minute
+    spec["ssl"]["simsiam"]["epochs"] = 300  # a pre-train outlasts the worker's last minute
     sweep_file.write_text(yaml.safe_dump(spec))
     profile = yaml.safe_load(PROFILE.read_text())
-    profile.update(worker_jobs=1, worker_time_limit=1, signal_delay_s=20)  # after it joins
+    profile.update(worker_jobs=1, worker_time_limit=10, signal_delay_s=20)
     profile_file = tmp_path / "short-workers.yaml"
     profile_file.write_text(yaml.safe_dump(profile))
     run_dir = tmp_path / "run"
@@ -145,12 +149,24 @@ def test_a_worker_job_at_its_time_limit_leaves_and_is_not_requeued(nodes, tmp_pa
     array = read_workers(run_dir)[0]["job_id"]  # one task: SLURM names it by the array's id
     task = array
     try:
-        running = wait_until(
-            lambda: [t for t, (state, _) in _tasks(array).items() if state == "RUNNING"],
+        task, _ = wait_until(
+            lambda: next(
+                (
+                    (t, node)
+                    for t, (state, node) in _tasks(array).items()
+                    if state == "RUNNING" and node in nodes and unit_running_on(node, t)
+                ),
+                None,
+            ),
             300,
-            "the worker job to start",
+            "a unit running in the worker job",
         )
-        (task,) = running
+        subprocess.run(
+            ["scontrol", "update", f"jobid={task}", "TimeLimit=1"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         wait_until(lambda: task not in _tasks(array), 300, "the worker's time limit")
         assert slurm.job_state(run_dir) == "RUNNING"  # the sweep goes on without it
         assert wait_for_end(run_dir) == "COMPLETED"
@@ -161,6 +177,7 @@ def test_a_worker_job_at_its_time_limit_leaves_and_is_not_requeued(nodes, tmp_pa
     assert "joining the Ray head" in log
     if "Caught signal SIGUSR2" in log:  # else SLURM's pass sent the signal with the kill
         assert "this job is timed-out" in log and "Job not requeued because: timed-out" in log
+        assert "leaves at its time limit (not requeued)" in log
     assert slurm_nodes.job_state_now(task) in ("TIMEOUT", "FAILED")
     assert_complete(sweep_file, run_dir)
     for job in (job_id, task):
