@@ -150,6 +150,25 @@ def keep_cuda_visible_devices() -> Iterator[None]:
         os.environ["CUDA_VISIBLE_DEVICES"] = before
 
 
+#: what a SLURM job's code sets for its own Ray; left in the test process, every later local
+#: run would look for a token file that no longer exists
+RAY_AUTH_VARIABLES = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+@pytest.fixture(autouse=True)
+def no_ray_auth_left() -> Iterator[None]:
+    """Fail the test that leaves Ray's token settings behind, not the innocent one after it."""
+    before = {name: os.environ.get(name) for name in RAY_AUTH_VARIABLES}
+    yield
+    after = {name: os.environ.get(name) for name in RAY_AUTH_VARIABLES}
+    for name, value in before.items():  # restore, so one leak fails one test
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    assert after == before, f"the test left Ray's token settings changed: {after}"
+
+
 @pytest.fixture
 def cuda_backend_flags() -> Iterator[list]:
     """torch's TF32 and cuDNN switches, as they were, after the test (a CUDA unit sets them in

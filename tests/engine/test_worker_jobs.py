@@ -174,6 +174,8 @@ def test_a_worker_at_its_time_limit_says_so_and_stops_its_ray(tmp_path, node, mo
     env = SimpleNamespace(job_id="9_0", hostname="n2")
     monkeypatch.setattr(worker_job.submitit, "JobEnvironment", lambda: env)
     monkeypatch.setattr(worker_job, "check_this_node", lambda *a, **kw: None)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)  # the job's environment, not the tests'
+    monkeypatch.setattr(sweep_job, "ray_auth_env", lambda run_dir: {})
     monkeypatch.setattr(worker_job, "node_gpus", lambda profile: 0)
     monkeypatch.setattr(worker_job, "spawn_reaper", lambda *a: None)
     stopped = []
