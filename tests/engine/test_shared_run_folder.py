@@ -29,6 +29,9 @@ def mounts(tmp_path, monkeypatch) -> None:
     path.write_text(MOUNTS)
     monkeypatch.setattr(slurm, "MOUNTS", path)
     monkeypatch.delenv("TMPDIR", raising=False)
+    # the python that submits is checked too: one on a shared path, wherever the tests' own
+    # python lives (a fresh venv may well be under /tmp)
+    monkeypatch.setattr(slurm.sys, "executable", "/home/u/venv/bin/python")
 
 
 @pytest.mark.usefixtures("mounts")
