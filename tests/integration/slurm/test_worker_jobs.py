@@ -46,6 +46,22 @@ def _tasks(array_id: str) -> dict[str, tuple[str, str]]:
     return {f[0]: (f[1], f[2] if len(f) > 2 else "") for f in map(str.split, out.splitlines()) if f}
 
 
+def _busy_task(array_id: str, nodes: list[str], what: str) -> tuple[str, str]:
+    """(task, node) of a worker task that runs a unit, once one does."""
+    return wait_until(
+        lambda: next(
+            (
+                (task, node)
+                for task, (state, node) in _tasks(array_id).items()
+                if state == "RUNNING" and node in nodes and unit_running_on(node, task)
+            ),
+            None,
+        ),
+        600,
+        what,
+    )
+
+
 def _worker_log(run_dir: Path, task: str) -> str:
     files = (run_dir / "logs" / "slurm" / task).glob("*_log.out")
     return "".join(p.read_text() for p in files)
@@ -71,19 +87,7 @@ def test_a_head_job_and_two_worker_jobs_give_the_local_rows(nodes, tmp_path):
     assert f"job {job_id} and 2 worker job(s) (array {array_id})" in submitted.stdout
     assert workers["tasks"] == 2 and workers["for_job"] == job_id
     try:
-        busy = wait_until(
-            lambda: next(
-                (
-                    (task, node)
-                    for task, (state, node) in _tasks(array_id).items()
-                    if state == "RUNNING" and node in nodes and unit_running_on(node, task)
-                ),
-                None,
-            ),
-            600,
-            "a unit running in a worker job",
-        )
-        task, node = busy
+        task, _ = _busy_task(array_id, nodes, "a unit running in a worker job")
         status = ltsweep_cmd("status", str(run_dir), cwd=tmp_path)
         assert "worker jobs: " in status.stdout and "running" in status.stdout, status.stdout
         subprocess.run(["scancel", task], check=True, timeout=30)
@@ -149,18 +153,7 @@ def test_a_worker_job_at_its_time_limit_leaves_and_is_not_requeued(nodes, tmp_pa
     array = read_workers(run_dir)[0]["job_id"]  # one task: SLURM names it by the array's id
     task = array
     try:
-        task, _ = wait_until(
-            lambda: next(
-                (
-                    (t, node)
-                    for t, (state, node) in _tasks(array).items()
-                    if state == "RUNNING" and node in nodes and unit_running_on(node, t)
-                ),
-                None,
-            ),
-            300,
-            "a unit running in the worker job",
-        )
+        task, _ = _busy_task(array, nodes, "a unit running in the worker job")
         subprocess.run(
             ["scontrol", "update", f"jobid={task}", "TimeLimit=1"],
             check=True,
