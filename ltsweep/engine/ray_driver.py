@@ -264,6 +264,10 @@ def _run_locked(
             heartbeat(run_dir, running=False)
             if started_ray:
                 ray.shutdown()
+            # again at the end: a writer of an earlier, killed run may have died after the
+            # start's cleanup (its Ray worker outlived its driver for a moment)
+            cleanup_temp(run_dir)
+            cleanup_temp(cache_dir)
 
 
 def _run_tuner(

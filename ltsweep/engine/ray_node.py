@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ltsweep import gpu_probe
@@ -281,13 +281,16 @@ def running_units(job_id: str, restart: int) -> bool:
     )
 
 
-def stop_job_ray(job_id: str, grace_s: float = 3.0, restart: int | None = None) -> int:
+def stop_job_ray(
+    job_id: str, grace_s: float = 3.0, restart: int | None = None, also: Iterable[int] = ()
+) -> int:
     """Stop this job's Ray processes on this node (of one run, or of all its runs when
-    `restart` is None): SIGTERM, then SIGKILL after `grace_s`.
+    `restart` is None), and the processes `also` (ones known to be of it that no longer say
+    so): SIGTERM, then SIGKILL after `grace_s`.
 
     Ray's graceful shutdown takes ~10 s and buys nothing here: the driver has finished or
     been stopped, and results are on disk. Returns how many were found. Idempotent."""
-    pids = job_ray_pids(job_id, restart)
+    pids = job_ray_pids(job_id, restart) | set(also)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             try:

@@ -8,6 +8,14 @@ the time limit, `kill -9`) cannot. So each task first starts a reaper: a small p
 detaches from the task the same way Ray does (a double fork), waits for the task to die,
 and then stops exactly that run's Ray on this node (`ray_node.stop_job_ray`).
 
+The Ray processes are found by the temp dir on their command line and by descent from them,
+which is not enough once the task is gone: a worker renames itself `ray::...`, and when its
+raylet dies with the task (a `kill -9` of the task's process group kills them together) the
+worker is adopted by init and names nothing of its run, yet trains on for seconds and may
+write into the cache a later run of the same sweep is using. So while it waits, the reaper
+remembers every process of the run it has seen (pid and start time), and at the end stops
+those still alive as well as those it finds then.
+
     python -m ltsweep.engine.reaper JOB_ID RESTART TASK_PID
 """
 
@@ -19,9 +27,11 @@ import sys
 import time
 from pathlib import Path
 
-from ltsweep.engine.ray_node import stop_job_ray
+from ltsweep.engine.ray_node import job_ray_pids, stop_job_ray
 
 _POLL_S = 0.5
+#: how often the run's processes are looked up while the task lives (a read of all of /proc)
+_SCAN_S = 1.0
 
 
 def process_start_time(pid: int) -> str | None:
@@ -51,9 +61,23 @@ def spawn_reaper(job_id: str, restart: int, log_path: Path) -> None:
 def watch(job_id: str, restart: int, task_pid: int) -> int:
     """Wait for the task to end, then stop its run's Ray here; return how many processes."""
     born = process_start_time(task_pid)
+    seen: dict[int, str] = {}  # pid -> start time of every process of the run seen so far
+    scanned = float("-inf")
     while born is not None and process_start_time(task_pid) == born:
+        if time.monotonic() - scanned >= _SCAN_S:
+            seen = _still_running(seen) | _started(job_ray_pids(job_id, restart))
+            scanned = time.monotonic()
         time.sleep(_POLL_S)
-    return stop_job_ray(job_id, restart=restart)
+    return stop_job_ray(job_id, restart=restart, also=_still_running(seen))
+
+
+def _started(pids: set[int]) -> dict[int, str]:
+    return {pid: t for pid in pids if (t := process_start_time(pid)) is not None}
+
+
+def _still_running(seen: dict[int, str]) -> dict[int, str]:
+    """The processes of `seen` that still run: same pid, same start time (not a reused pid)."""
+    return {pid: t for pid, t in seen.items() if process_start_time(pid) == t}
 
 
 def main(argv: list[str]) -> int:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -74,6 +75,19 @@ def test_status_and_results_commands(finished_run):
     assert "70%" in results.stdout and "simsiam" in results.stdout
 
 
+def session_pids(sid: int) -> list[int]:
+    """The live processes of session `sid` (a driver started with start_new_session)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if entry.name.isdigit() and fields[0] not in ("Z", "X") and int(fields[3]) == sid:
+            pids.append(int(entry.name))
+    return pids
+
+
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "SIGINT"])
 def test_killed_run_resumes_to_the_same_rows(finished_run, tmp_path, how):
     """Killed mid-sweep, after the first pre-train checkpoint, while that pre-train trains:
@@ -111,6 +125,9 @@ def test_killed_run_resumes_to_the_same_rows(finished_run, tmp_path, how):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     wait_until(lambda: not job_ray_pids(ray_id), 60, f"the Ray of killed driver {ray_id} to stop")
+    # also its workers that no longer name its Ray (adopted by init when their raylet died):
+    # every process of the driver's session
+    wait_until(lambda: not session_pids(proc.pid), 60, f"every process of driver {proc.pid} to end")
     assert len(ltsweep.load_results(run_dir)) < 16
     resumed = ltsweep_cmd("run", str(TINY), "--run-dir", str(run_dir), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
