@@ -56,13 +56,34 @@ def job_fields(job_id: str) -> dict[str, str]:
     return dict(f.split("=", 1) for f in out.split() if "=" in f)
 
 
+#: the longest `release_requeued` waits for the controller's messages to resend to drain
+AGENT_DRAIN_S = 150.0
+
+
+def agent_queue_size() -> int:
+    """How many messages slurmctld holds to send again (`sdiag`'s "Agent queue size"): one
+    to a node that failed to answer, not yet marked DOWN, waits there to be resent later."""
+    out = subprocess.run(["sdiag"], capture_output=True, text=True, timeout=30).stdout
+    for line in out.splitlines():
+        if line.strip().startswith("Agent queue size:"):
+            return int(line.split(":", 1)[1])
+    return 0
+
+
 def release_requeued(job_id: str, restarts: int = 1, timeout_s: float = 120.0) -> None:
     """Wait for the job's requeue number `restarts`, and start it at once: a requeued job
     waits PENDING with a begin time 120 s ahead (built into SLURM). The update only holds
     once the job is PENDING (sent while COMPLETING it is overwritten), so it is repeated;
     and it waits 2 s after the requeue, since slurmd refuses a launch whose credential is
-    from the same second as the revoked one ("Job credential revoked": the job FAILS)."""
-    deadline = time.monotonic() + timeout_s
+    from the same second as the revoked one ("Job credential revoked": the job FAILS).
+
+    Nor is it sent while slurmctld holds messages to resend (for up to `AGENT_DRAIN_S` more):
+    the kill of a failed node's step can wait there, and if the node is back when it is
+    resent, it kills the step of the same number that the requeued job has started there
+    (seen: the head's task killed 17 s into the new run, and the job FAILED). SLURM's own
+    hold covers that time; this wait does what the hold would have."""
+    deadline = time.monotonic() + timeout_s + AGENT_DRAIN_S
+    drained_by: float | None = None
     pending_since: float | None = None
     while time.monotonic() < deadline:
         fields = job_fields(job_id)
@@ -72,7 +93,9 @@ def release_requeued(job_id: str, restarts: int = 1, timeout_s: float = 120.0) -
             state = fields.get("JobState")
             if state == "PENDING":
                 pending_since = pending_since or time.monotonic()
-                if time.monotonic() - pending_since >= 2.0:
+                drained_by = drained_by or time.monotonic() + AGENT_DRAIN_S
+                drained = time.monotonic() > drained_by or not agent_queue_size()
+                if drained and time.monotonic() - pending_since >= 2.0:
                     subprocess.run(
                         ["scontrol", "update", f"jobid={job_id}", "StartTime=now"],
                         capture_output=True,
