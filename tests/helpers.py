@@ -83,7 +83,6 @@ def release_requeued(job_id: str, restarts: int = 1, timeout_s: float = 120.0) -
     (seen: the head's task killed 17 s into the new run, and the job FAILED). SLURM's own
     hold covers that time; this wait does what the hold would have."""
     deadline = time.monotonic() + timeout_s + AGENT_DRAIN_S
-    drained_by: float | None = None
     pending_since: float | None = None
     while time.monotonic() < deadline:
         fields = job_fields(job_id)
@@ -93,9 +92,9 @@ def release_requeued(job_id: str, restarts: int = 1, timeout_s: float = 120.0) -
             state = fields.get("JobState")
             if state == "PENDING":
                 pending_since = pending_since or time.monotonic()
-                drained_by = drained_by or time.monotonic() + AGENT_DRAIN_S
-                drained = time.monotonic() > drained_by or not agent_queue_size()
-                if drained and time.monotonic() - pending_since >= 2.0:
+                waited = time.monotonic() - pending_since
+                drained = waited > AGENT_DRAIN_S or not agent_queue_size()
+                if drained and waited >= 2.0:
                     subprocess.run(
                         ["scontrol", "update", f"jobid={job_id}", "StartTime=now"],
                         capture_output=True,
@@ -104,4 +103,5 @@ def release_requeued(job_id: str, restarts: int = 1, timeout_s: float = 120.0) -
             elif state != "COMPLETING":
                 return
         time.sleep(0.5)
-    raise AssertionError(f"job {job_id} was not requeued and restarted within {timeout_s:.0f}s")
+    total_s = timeout_s + AGENT_DRAIN_S
+    raise AssertionError(f"job {job_id} was not requeued and restarted within {total_s:.0f}s")
